@@ -1,0 +1,1 @@
+"""Black-box conformance suite for implementations of the channel (see conformance/README.md)."""

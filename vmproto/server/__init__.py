@@ -1,0 +1,1 @@
+"""The central server: accepts sensors, stores CDRs, routes GUI commands."""
