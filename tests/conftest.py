@@ -28,3 +28,24 @@ def reference_dir() -> Path:
 @pytest.fixture
 def corpus_dir() -> Path:
     return need_shared(CORPUS)
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory):
+    """One private MariaDB for the whole run (vmproto.testing.mariadb); yields its MariaDBParams.
+
+    Skips when mariadb-server is not installed. Tests that need a database create a uniquely named one
+    and drop it afterwards (see tests/server/db/conftest.py).
+    """
+    from vmproto.testing.mariadb import MariaDBConfig, MariaDBError, MariaDBServer, find_binary
+
+    try:
+        find_binary("mariadbd", "mysqld")
+    except MariaDBError as exc:
+        pytest.skip(str(exc))
+    server = MariaDBServer(MariaDBConfig(tmp_path_factory.mktemp("mariadb")))
+    params = server.start()
+    try:
+        yield params
+    finally:
+        server.stop()

@@ -1,0 +1,316 @@
+"""Async MariaDB sessions over trio-mysql, and a small pool of them.
+
+trio-mysql 1.0.3 under trio 0.35 works when used as follows (each point is a bug we step around):
+
+* `use_unicode` defaults to None, which skips decoding but still runs the value converters on bytes
+  (DECIMAL then raises TypeError). We pass `use_unicode=False` and no decoders: every value arrives as the
+  server's text bytes, exactly what the query channel forwards, and we convert the few we need ourselves.
+* SQL warnings are raised through `warnings.warn` after every statement (an error under
+  `filterwarnings=error`, and noise anyway: `INSERT IGNORE` and `DROP ... IF EXISTS` warn by design).
+  Our cursor class defers warnings, which switches that off.
+* A new command after a multi-result statement (CALL) calls an un-awaited `next_result()` in a loop
+  (hangs). We always drain every result set before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+import trio_mysql
+import trio_mysql.cursors
+from trio_mysql import err as mysql_err
+
+from .errors import (
+    ER_ACCESS_DENIED,
+    ER_COLUMNACCESS_DENIED,
+    ER_DBACCESS_DENIED,
+    ER_PROCACCESS_DENIED,
+    ER_SPECIFIC_ACCESS_DENIED,
+    ER_TABLEACCESS_DENIED,
+    LOST_CONNECTION_CODES,
+    ConnectionLostError,
+    DatabaseError,
+    PrivilegeError,
+    SqlError,
+)
+
+__all__ = ["ConnectParams", "Connection", "Pool", "ResultSet", "quote_identifier", "quote_literal"]
+
+log = logging.getLogger(__name__)
+
+PRIVILEGE_ERRORS = frozenset(
+    {ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_COLUMNACCESS_DENIED,
+     ER_PROCACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED}
+)
+
+# Session settings of the reference central (sql_db.cpp, SqlDb_mysql::connect): an empty sql_mode makes
+# the sensors' quoted numbers and over-long strings land the same way they do there.
+SESSION_SETUP = ("SET sql_mode = ''", "SET group_concat_max_len = 100000000")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    """Where the central's database is. `unix_socket` wins over host/port when set."""
+
+    database: str
+    user: str
+    password: str = field(default="", repr=False)
+    unix_socket: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 3306
+    connect_timeout: float = 10.0
+
+
+@dataclass(slots=True)
+class ResultSet:
+    """One statement's outcome. `columns` are (name, MySQL C-API field type) pairs, empty when the
+    statement returns no rows; `rows` hold each value as the server's text bytes or None (SQL NULL)."""
+
+    columns: tuple[tuple[str, int], ...] = ()
+    rows: list[tuple[bytes | None, ...]] = field(default_factory=list)
+    affected_rows: int = 0
+    insert_id: int = 0
+
+
+def quote_identifier(name: str) -> str:
+    """Return `name` as a backquoted identifier. Raises ValueError for names no schema of ours uses."""
+    if not name or "\x00" in name or len(name) > 64:
+        raise ValueError(f"bad SQL identifier {name!r}")
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quote_literal(value: str | bytes) -> str:
+    """Return `value` as a single-quoted SQL string literal (backslash and quote escaped, sql_mode '')."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    out = value.replace("\\", "\\\\").replace("'", "\\'").replace("\x00", "\\0")
+    out = out.replace("\n", "\\n").replace("\r", "\\r").replace("\x1a", "\\Z")
+    return "'" + out + "'"
+
+
+class _QuietCursor(trio_mysql.cursors.Cursor):
+    # See the module docstring: no warnings.warn per statement.
+    _defer_warnings = True
+
+
+_DENIED_CMD = re.compile(r"^(?P<cmd>[A-Za-z ]+?) command denied to user", re.I)
+
+
+def translate_error(exc: BaseException, *, user: str, database: str, privilege: str | None = None) -> DatabaseError:
+    """Map a trio-mysql/socket exception to the database layer's own error.
+
+    `privilege` names what the statement needed (e.g. "CREATE ROUTINE"); it is used when the server's
+    message does not name one (error 1044 just says "access denied ... to database").
+    """
+    if isinstance(exc, DatabaseError):
+        return exc
+    if isinstance(exc, mysql_err.MySQLError):
+        args = exc.args
+        errno = args[0] if args and isinstance(args[0], int) else 0
+        message = str(args[1]) if len(args) > 1 else str(exc)
+        if errno in LOST_CONNECTION_CODES or isinstance(exc, mysql_err.InterfaceError):
+            return ConnectionLostError(f"lost connection to the database: {message}", errno or 2013)
+        if errno in PRIVILEGE_ERRORS:
+            m = _DENIED_CMD.match(message)
+            named = m.group("cmd").upper() if m else None
+            return PrivilegeError(privilege or named or "required", user, database, message, errno)
+        return SqlError(message, errno)
+    if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError)):
+        return ConnectionLostError(f"lost connection to the database: {exc!r}", 2013)
+    raise TypeError(f"not a database error: {exc!r}") from exc
+
+
+class Connection:
+    """One database session. Not safe for concurrent use: one task at a time (the Pool ensures that).
+
+    After a ConnectionLostError the session is `broken` and must be discarded.
+    """
+
+    def __init__(self, params: ConnectParams) -> None:
+        self.params = params
+        self.broken = False
+        self._conn: trio_mysql.connections.Connection | None = None
+
+    @classmethod
+    async def open(cls, params: ConnectParams) -> Connection:
+        """Connect, authenticate, select the database and apply the session settings.
+
+        Raises ConnectionLostError when the server cannot be reached, PrivilegeError when the account may
+        not log in or use the database, SqlError for anything else the server refuses.
+        """
+        self = cls(params)
+        conn = trio_mysql.connect(
+            user=params.user, password=params.password, unix_socket=params.unix_socket,
+            host=params.host, port=params.port, database=params.database or None,
+            charset="utf8mb4", use_unicode=False, conv={}, autocommit=True,
+            cursorclass=_QuietCursor, connect_timeout=params.connect_timeout,
+        )
+        try:
+            with trio.fail_after(params.connect_timeout):
+                await conn.connect()
+        except trio.TooSlowError:
+            conn.close()
+            raise ConnectionLostError(f"database connect timed out after {params.connect_timeout}s") from None
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, (mysql_err.MySQLError, OSError)):
+                raise translate_error(exc, user=params.user, database=params.database, privilege="USAGE") from exc
+            raise
+        self._conn = conn
+        for sql in SESSION_SETUP:
+            await self.execute(sql)
+        return self
+
+    async def execute_all(self, sql: str | bytes, *, privilege: str | None = None) -> list[ResultSet]:
+        """Run `sql` (one statement, or a CALL producing several result sets) and return every result set.
+
+        `privilege` names what the statement needs, for the error message if it is missing.
+        Raises SqlError, PrivilegeError or ConnectionLostError (then the session is broken).
+        """
+        if self._conn is None or self.broken:
+            raise ConnectionLostError("connection is closed")
+        if isinstance(sql, str):
+            sql = sql.encode("utf-8", "surrogateescape")
+        cursor = self._conn.cursor()
+        results: list[ResultSet] = []
+        try:
+            await cursor.execute(sql)
+            while True:
+                results.append(await _result_of(cursor))
+                if not await cursor.nextset():
+                    break
+        except trio.Cancelled:
+            # A statement abandoned half-way leaves the protocol mid-result: the session is unusable.
+            self._break()
+            raise
+        except (mysql_err.MySQLError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            error = translate_error(exc, user=self.params.user, database=self.params.database,
+                                    privilege=privilege)
+            if isinstance(error, ConnectionLostError):
+                self._break()
+            else:
+                await self._drain(cursor)
+            raise error from exc
+        return results
+
+    async def execute(self, sql: str | bytes, *, privilege: str | None = None) -> ResultSet:
+        """Run one statement and return its (last) result set. Errors as for execute_all."""
+        return (await self.execute_all(sql, privilege=privilege))[-1]
+
+    async def _drain(self, cursor: trio_mysql.cursors.Cursor) -> None:
+        # After a server error in a multi-statement result the remaining sets must still be consumed.
+        try:
+            while await cursor.nextset():
+                pass
+        except Exception:  # noqa: BLE001 - any failure here means the session is unusable
+            self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        if self._conn is not None:
+            self._conn.close()
+
+    async def ping(self) -> None:
+        """Check the session is alive. Raises ConnectionLostError (and breaks the session) when not."""
+        await self.execute("SELECT 1")
+
+    async def aclose(self) -> None:
+        """Say goodbye to the server (best effort) and close the socket."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await conn.aclose()
+            conn.close()
+
+
+async def _result_of(cursor: trio_mysql.cursors.Cursor) -> ResultSet:
+    description = cursor.description or ()
+    rows = list(await cursor.fetchall()) if description else []
+    return ResultSet(
+        columns=tuple((d[0], d[1]) for d in description),
+        rows=rows,
+        affected_rows=max(cursor.rowcount, 0),
+        insert_id=cursor.lastrowid or 0,
+    )
+
+
+class Pool:
+    """A bounded pool of sessions. Sessions are opened lazily and re-opened after a lost connection.
+
+    `async with pool.connection() as conn:` waits while `size` sessions are in use. A session that broke
+    (lost connection) is dropped at the end of the block; one left inside a transaction by an exception is
+    rolled back, or dropped if even that fails.
+    """
+
+    def __init__(self, params: ConnectParams, size: int = 4) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.params = params
+        self.size = size
+        self._limit = trio.Semaphore(size)
+        self._idle: list[Connection] = []
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """Lend one session. Raises ConnectionLostError / PrivilegeError when a new one cannot be opened."""
+        if self._closed:
+            raise ConnectionLostError("database pool is closed")
+        async with self._limit:
+            conn = self._idle.pop() if self._idle else await Connection.open(self.params)
+            ok = False
+            try:
+                yield conn
+                ok = True
+            finally:
+                if not ok and not conn.broken:
+                    await _rollback_or_break(conn)
+                if conn.broken or self._closed:
+                    with trio.CancelScope(shield=True):
+                        await conn.aclose()
+                else:
+                    self._idle.append(conn)
+
+    async def run(self, sql: str | bytes, *, privilege: str | None = None, retries: int = 1) -> ResultSet:
+        """Run one statement on a pooled session, retrying once on a lost connection (read-only or
+        idempotent statements only: the caller decides by passing `retries`)."""
+        for attempt in range(retries + 1):
+            try:
+                async with self.connection() as conn:
+                    return await conn.execute(sql, privilege=privilege)
+            except ConnectionLostError:
+                if attempt == retries:
+                    raise
+                log.warning("db: connection lost, reconnecting (attempt %d)", attempt + 1)
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        """Close idle sessions; sessions in use are closed when returned."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
+
+
+async def _rollback_or_break(conn: Connection) -> None:
+    # The block failed, perhaps inside a transaction: roll back so the next borrower starts clean. A
+    # rollback that fails or hangs leaves the session in an unknown state, so it is dropped instead.
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(5) as scope:
+            try:
+                await conn.execute("ROLLBACK")
+            except DatabaseError:
+                conn._break()
+        if scope.cancelled_caught:
+            conn._break()
+
+
+def columns_of(result: ResultSet) -> Sequence[str]:
+    """Return the column names of `result`."""
+    return [name for name, _ in result.columns]
