@@ -1,0 +1,291 @@
+"""The call table: DecodedPacket records in, CDR records out.
+
+`CallAnalyzer.feed(pkt)` takes packets in capture order (any object with the DecodedPacket fields) and returns
+the CDRs of calls that a timer closed; `finish()` closes every open call, as the reference does at the end of a
+`-r` replay. Time comes only from packet timestamps, so replays are deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vmproto.sensor.calls.call import BYE_FORCED, BYE_RTP_TIMEOUT, Call
+from vmproto.sensor.calls.errors import CallAnalysisError
+from vmproto.sensor.calls.rtp import RtpStream, is_rtcp, parse_rtp_header
+from vmproto.sensor.calls.sdp import parse_sdp
+from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message
+from vmproto.sensor.calls.stream import TcpSipReassembler
+from vmproto.sensor.cdr.model import CdrRecord, CdrSipHistoryRow
+
+__all__ = ["AnalyzerConfig", "CallAnalyzer", "PacketLike"]
+
+_UDP, _TCP = 17, 6
+
+
+class PacketLike(Protocol):
+    """The DecodedPacket fields the analysis reads (see docs/architecture.md)."""
+
+    ts_ns: int
+    ip_version: int
+    src: bytes
+    dst: bytes
+    proto: int
+    sport: int
+    dport: int
+    payload: bytes
+    ttl: int
+    tcp_seq: int
+    tcp_flags: int
+    vlan: int
+
+
+@dataclass(slots=True)
+class AnalyzerConfig:
+    """Options of the analysis (names follow voipmonitor.conf).
+
+    `ipv6`: process IPv6 packets (the reference ignores them unless its schema is in IPv6 mode).
+    `rtp_timeout_s`: close a call with no packet for this long (reference `rtptimeout`, 300 s).
+    `bye_confirmed_close_s`: close a call this long after BYE was answered 2xx.
+    """
+
+    sip_ports: frozenset[int] = frozenset({5060})
+    ipv6: bool = False
+    id_sensor: int | None = None
+    rtp_timeout_s: int = 300
+    bye_confirmed_close_s: int = 5
+    max_calls: int = 1_000_000
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class CallAnalyzer:
+    """SIP dialogs and their RTP, keyed by Call-ID."""
+
+    def __init__(self, config: AnalyzerConfig | None = None) -> None:
+        self.config = config or AnalyzerConfig()
+        self._calls: dict[str, Call] = {}
+        self._order: list[str] = []
+        self._media: dict[tuple[bytes, int], list[str]] = {}
+        self._tcp = TcpSipReassembler()
+        self._now_us = 0
+        self._last_sweep_us = 0
+        self.bad_packets = 0
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    # ---- input ---------------------------------------------------------------------------------------------
+
+    def feed(self, pkt: PacketLike) -> list[CdrRecord]:
+        """Process one packet; return CDRs of calls closed by timers."""
+        if pkt.ip_version == 6 and not self.config.ipv6:
+            return []
+        ts_us = pkt.ts_ns // 1000
+        if ts_us > self._now_us:
+            self._now_us = ts_us
+        sip_ports = self.config.sip_ports
+        if pkt.proto == _UDP:
+            if pkt.sport in sip_ports or pkt.dport in sip_ports:
+                if looks_like_sip(pkt.payload[:16]):
+                    try:
+                        msg = parse_message(pkt.payload)
+                    except CallAnalysisError:
+                        self.bad_packets += 1
+                    else:
+                        self._sip(msg, pkt, ts_us)
+                    return self._sweep()
+            self._media_packet(pkt, ts_us)
+        elif pkt.proto == _TCP and (pkt.sport in sip_ports or pkt.dport in sip_ports):
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            for msg in self._tcp.feed(key, pkt.tcp_seq, pkt.tcp_flags, pkt.payload):
+                self._sip(msg, pkt, ts_us)
+        return self._sweep()
+
+    def finish(self) -> list[CdrRecord]:
+        """Close every open call (end of input) and return their CDRs in call-start order."""
+        out = [self._close(cid, 0) for cid in list(self._order) if cid in self._calls]
+        self._order.clear()
+        return out
+
+    def terminate(self) -> list[CdrRecord]:
+        """Close every open call as a forced stop (SIGTERM of a live sensor: `bye` = 110)."""
+        out = [self._close(cid, BYE_FORCED) for cid in list(self._order) if cid in self._calls]
+        self._order.clear()
+        return out
+
+    # ---- timers --------------------------------------------------------------------------------------------
+
+    def _sweep(self) -> list[CdrRecord]:
+        now = self._now_us
+        if now - self._last_sweep_us < 1_000_000:
+            return []
+        self._last_sweep_us = now
+        out: list[CdrRecord] = []
+        for cid in list(self._order):
+            call = self._calls.get(cid)
+            if call is None:
+                continue
+            if call.seenbye_and_ok and now - call.seenbye_and_ok_us > self.config.bye_confirmed_close_s * 1_000_000:
+                out.append(self._close(cid, 0))
+            elif now - call.last_time_us() > self.config.rtp_timeout_s * 1_000_000:
+                out.append(self._close(cid, BYE_RTP_TIMEOUT if call.connect_time_us else 0))
+        if out:
+            self._order = [c for c in self._order if c in self._calls]
+        return out
+
+    def _close(self, cid: str, reason: int) -> CdrRecord:
+        call = self._calls.pop(cid)
+        call.close_reason = reason
+        for ep in call.endpoints:
+            lst = self._media.get((ep.addr, ep.port))
+            if lst and cid in lst:
+                lst.remove(cid)
+                if not lst:
+                    del self._media[(ep.addr, ep.port)]
+        return call.to_cdr(self.config.id_sensor)
+
+    # ---- SIP -----------------------------------------------------------------------------------------------
+
+    def _sip(self, msg: SipMessage, pkt: PacketLike, ts_us: int) -> None:
+        cid = msg.call_id
+        if not cid:
+            self.bad_packets += 1
+            return
+        call = self._calls.get(cid)
+        if call is None:
+            if not (msg.is_request and msg.method == "INVITE"):
+                return
+            if len(self._calls) >= self.config.max_calls:
+                self.bad_packets += 1
+                return
+            call = Call(cid, ts_us, pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            call.fill_from_invite(msg)
+            call.vlan = pkt.vlan
+            call.invite_cseq = msg.cseq
+            call.first_invite_us = ts_us
+            self._calls[cid] = call
+            self._order.append(cid)
+        from_caller = call.from_caller(pkt.src, pkt.sport)
+        call.last_signal_us = max(call.last_signal_us, ts_us)
+        call.check_reset_oneway(pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        cseq = msg.cseq
+        if msg.is_request:
+            self._request(call, msg, pkt, ts_us, cseq, from_caller)
+        else:
+            self._response(call, msg, pkt, ts_us, cseq, from_caller)
+        if msg.body and b"v=0" in msg.body[:64]:
+            try:
+                media = parse_sdp(msg.body)
+            except CallAnalysisError:
+                self.bad_packets += 1
+                return
+            sender_is_caller = from_caller if from_caller is not None else msg.is_request
+            before = {(e.addr, e.port) for e in call.endpoints}
+            call.add_sdp(media, sender_is_caller, ts_us)
+            for e in call.endpoints:
+                if (e.addr, e.port) not in before:
+                    lst = self._media.setdefault((e.addr, e.port), [])
+                    if cid in lst:
+                        lst.remove(cid)
+                    lst.append(cid)
+
+    def _request(self, call: Call, msg: SipMessage, pkt: PacketLike, ts_us: int, cseq: tuple[int, str],
+                 from_caller: bool | None) -> None:
+        method = msg.method
+        if method == "INVITE":
+            call.invite_cseqs.add(cseq)
+            if from_caller is not False:
+                call.invite_addrs.add((pkt.src, pkt.sport, pkt.dst, pkt.dport))
+            if ts_us != call.first_packet_us or cseq != call.invite_cseq:
+                call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "INVITE", None, None))
+        elif method == "CANCEL":
+            call.cancel_cseq = cseq
+            if not call.last_response_num:
+                call.last_response_num = 487
+                call.last_response = "487 Request Terminated CANCEL"
+                call.cancel_lsr487 = True
+            call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "CANCEL", None, None))
+        elif method == "BYE":
+            call.bye_cseqs.add(cseq)
+            if not call.seenbye:
+                call.seenbye_us = ts_us
+            call.seenbye = True
+            if from_caller is True:
+                call.whohanged = 0
+            elif from_caller is False:
+                call.whohanged = 1
+            call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "BYE", None, None))
+
+    def _response(self, call: Call, msg: SipMessage, pkt: PacketLike, ts_us: int, cseq: tuple[int, str],
+                  from_caller: bool | None) -> None:
+        code = msg.status
+        # The reference applies the lastSIPresponse rules before this response's own effects (2xx, 18x).
+        call.update_last_response(code, msg.response_line, cseq)
+        if cseq[1] == "INVITE" and call.first_invite_us:
+            if code == 100 and not call.first_response_100_us:
+                call.first_response_100_us = ts_us
+            elif code > 100 and not call.first_response_xxx_us:
+                call.first_response_xxx_us = ts_us
+        if cseq[1] == "INVITE" and from_caller is False:
+            server = msg.header("server") or msg.header("user-agent")
+            if server:
+                call.b_ua = server
+        if 200 <= code < 300:
+            if cseq[1] == "BYE" and cseq in call.bye_cseqs:
+                call.seenbye_and_ok = True
+                call.seenbye_and_ok_us = ts_us
+                if from_caller is True:
+                    call.whohanged = 1
+                elif from_caller is False:
+                    call.whohanged = 0
+            else:
+                call.seen_res2xx_no_bye = True
+                if not call.progress_time_us:
+                    call.progress_time_us = ts_us
+            if cseq[1] == "INVITE" and cseq in call.invite_cseqs:
+                call.seeninviteok = True
+                if not call.connect_time_us:
+                    call.connect_time_us = ts_us
+        elif 180 <= code < 190:
+            call.seen_res18x = True
+            if not call.progress_time_us:
+                call.progress_time_us = ts_us
+
+    # ---- RTP / RTCP ----------------------------------------------------------------------------------------
+
+    def _media_packet(self, pkt: PacketLike, ts_us: int) -> None:
+        cids = self._media.get((pkt.dst, pkt.dport))
+        data = pkt.payload
+        if not cids:
+            rtcp_cids = self._media.get((pkt.dst, pkt.dport - 1))
+            if rtcp_cids and is_rtcp(data):
+                call = self._calls.get(rtcp_cids[-1])
+                if call is not None:
+                    call.last_rtcp_us = max(call.last_rtcp_us, ts_us)
+            return
+        if is_rtcp(data):
+            return
+        call = self._calls.get(cids[-1])
+        if call is None:
+            return
+        hdr = parse_rtp_header(data)
+        if hdr is None:
+            return
+        ep = call.endpoint_for(pkt.dst, pkt.dport)
+        if ep is None:
+            return
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc)
+        stream = call.streams.get(key)
+        if stream is None:
+            stream = RtpStream(pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc, ep.iscaller, ep.ptime,
+                               ep.rtpmap, call.rtpmap_for(not ep.iscaller))
+            call.streams[key] = stream
+        if stream.read(ts_us, pkt.ttl, hdr, call.forcemark_times, bool(call.connect_time_us)):
+            if not call.first_rtp_time_us:
+                call.first_rtp_time_us = ts_us
+            call.last_rtp_us = max(call.last_rtp_us, ts_us)
+            if stream.iscaller:
+                call.last_rtp_a_us = ts_us
+            else:
+                call.last_rtp_b_us = ts_us
