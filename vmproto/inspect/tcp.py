@@ -12,7 +12,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from vmproto.inspect.netparse import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
+from vmproto.inspect.netparse import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment, parse_tcp
+from vmproto.inspect.pcapread import Capture
 
 _MOD = 1 << 32
 _HALF = 1 << 31
@@ -237,3 +238,9 @@ def reassemble(segments: list[TcpSegment], server_port: int) -> list[Connection]
         conn.s2c = s2c.build()
         result.append(conn)
     return result
+
+
+def connections(capture: Capture, server_port: int) -> list[Connection]:
+    """Return the reassembled connections to `server_port` found in a capture, in the order they were opened."""
+    segments = [seg for seg in map(parse_tcp, capture.frames) if seg is not None]
+    return reassemble(segments, server_port)
