@@ -77,9 +77,11 @@ def read_capture(path: Path) -> Iterator[DecodedPacket]:
                 ip = dpkt.ip.IP(raw)
                 if ip.mf or ip.offset:
                     key = (ip.src, ip.dst, ip.id, ip.p)
-                    frags.setdefault(key, {})[ip.offset] = bytes(ip.data)
+                    end = ip.len if ip.len else len(raw)
+                    chunk = raw[ip.hl * 4: end]
+                    frags.setdefault(key, {})[ip.offset] = chunk
                     if not ip.mf:
-                        frag_last[key] = ip.offset + len(ip.data)
+                        frag_last[key] = ip.offset + len(chunk)
                     parts = frags[key]
                     if key not in frag_last or sum(len(v) for v in parts.values()) != frag_last[key]:
                         continue
@@ -94,7 +96,7 @@ def read_capture(path: Path) -> Iterator[DecodedPacket]:
             elif version == 6:
                 ip6 = dpkt.ip6.IP6(raw)
                 l4 = ip6.data
-                src, dst, proto, ttl = ip6.src, ip6.dst, ip6.nxt, ip6.hlim
+                src, dst, ttl = ip6.src, ip6.dst, ip6.hlim
                 ip_packet = raw
             else:
                 continue

@@ -98,8 +98,8 @@ class CallAnalyzer:
             self._media_packet(pkt, ts_us)
         elif pkt.proto == _TCP and (pkt.sport in sip_ports or pkt.dport in sip_ports):
             key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-            for msg in self._tcp.feed(key, pkt.tcp_seq, pkt.tcp_flags, pkt.payload):
-                self._sip(msg, pkt, ts_us)
+            for msg, msg_ts in self._tcp.feed(key, pkt.tcp_seq, pkt.tcp_flags, pkt.payload, ts_us):
+                self._sip(msg, pkt, msg_ts)
         return self._sweep()
 
     def finish(self) -> list[CdrRecord]:
@@ -184,7 +184,8 @@ class CallAnalyzer:
             before = {(e.addr, e.port) for e in call.endpoints}
             call.add_sdp(media, sender_is_caller, ts_us)
             for e in call.endpoints:
-                if (e.addr, e.port) not in before:
+                # Only audio is analysed: the reference keeps no RTP statistics for video by default.
+                if (e.addr, e.port) not in before and e.media == "audio":
                     lst = self._media.setdefault((e.addr, e.port), [])
                     if cid in lst:
                         lst.remove(cid)
@@ -200,11 +201,11 @@ class CallAnalyzer:
             if ts_us != call.first_packet_us or cseq != call.invite_cseq:
                 call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "INVITE", None, None))
         elif method == "CANCEL":
+            # A CANCEL counts as a "487 Request Terminated CANCEL" response under the usual rules; a later
+            # 48x may replace it, other final responses may not.
+            call.cancel_lsr487 = True
+            call.update_last_response(487, "487 Request Terminated CANCEL", cseq)
             call.cancel_cseq = cseq
-            if not call.last_response_num:
-                call.last_response_num = 487
-                call.last_response = "487 Request Terminated CANCEL"
-                call.cancel_lsr487 = True
             call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "CANCEL", None, None))
         elif method == "BYE":
             call.bye_cseqs.add(cseq)
@@ -278,7 +279,8 @@ class CallAnalyzer:
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc)
         stream = call.streams.get(key)
         if stream is None:
-            stream = RtpStream(pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc, ep.iscaller, ep.ptime,
+            stream = RtpStream(pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc, ep.iscaller,
+                               call.sender_ptime(pkt.src, pkt.sport, ep.iscaller),
                                ep.rtpmap, call.rtpmap_for(not ep.iscaller))
             call.streams[key] = stream
         if stream.read(ts_us, pkt.ttl, hdr, call.forcemark_times, bool(call.connect_time_us)):

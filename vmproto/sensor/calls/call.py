@@ -170,6 +170,17 @@ class Call:
                 return e
         return None
 
+    def sender_ptime(self, addr: bytes, port: int, iscaller: bool) -> int:
+        """The a=ptime the stream's sender announced (the corpus shows sdp_ptime comes from the sending
+        side's SDP); 0 when it announced none."""
+        for e in reversed(self.endpoints):
+            if e.addr == addr and e.port == port and e.iscaller != iscaller:
+                return e.ptime
+        for e in reversed(self.endpoints):
+            if e.iscaller != iscaller and e.media == "audio":
+                return e.ptime
+        return 0
+
     def rtcp_endpoint(self, addr: bytes, port: int) -> bool:
         return any(e.addr == addr and e.port + 1 == port for e in self.endpoints)
 
@@ -261,14 +272,13 @@ class Call:
         rtp_rows = []
         for s in rows_streams:
             flags = (FLAG_IS_AB if s is a or s is b else 0) | (FLAG_IS_CALLER if s.iscaller else FLAG_IS_CALLED)
-            ep = self.endpoint_for(s.daddr, s.dport)
             rtp_rows.append(CdrRtpRow(
                 index=index_of[id(s)], saddr=s.saddr, sport=s.sport, daddr=s.daddr, dport=s.dport, ssrc=s.ssrc,
                 payload=s.first_codec if s.first_codec >= 0 else None,
                 received=s.received_cdr if (s.received > 0 or s.first_codec < 0) else None,
                 loss=s.lost, firsttime=(s.first_time_us - first) / 1e6,
                 duration=(s.last_time_us - s.first_time_us) / 1e6,
-                maxjitter_mult10=int(s.maxjitter * 10), sdp_ptime=(ep.ptime or None) if ep else None,
+                maxjitter_mult10=int(s.maxjitter * 10), sdp_ptime=s.sdp_ptime or None,
                 rtp_ptime=s.rtp_ptime or None, flags=flags or None,
                 ttl_min=s.ttl_min if s.ttl_count else None, ttl_max=s.ttl_max if s.ttl_count else None,
                 ttl_avg_mult10=int(math.floor(s.ttl_sum / s.ttl_count * 10 + 0.5)) if s.ttl_count else None,

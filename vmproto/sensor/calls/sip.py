@@ -232,14 +232,19 @@ def parse_name_addr(value: str | None) -> NameAddr:
         user, _, hostport = addr.rpartition("@")
         user = user.split(":", 1)[0]
     else:
-        user, hostport = addr, addr
+        # No user part: the reference reports host[:port] as the number only when URI parameters follow
+        # (`<sip:192.0.2.1:5060;user=phone>`); a bare `<sip:host>` gives an empty number.
+        hostport = addr
+        user = addr if ";" in uri else ""
     host, port = _split_hostport(hostport)
     return NameAddr(display, user, host, port, tag, has_user)
 
 
 def _split_hostport(hostport: str) -> tuple[str, int]:
     if hostport.startswith("["):
-        host, _, rest = hostport[1:].partition("]")
+        # IPv6 reference: the domain keeps its brackets, as the reference stores it.
+        inner, _, rest = hostport[1:].partition("]")
+        host = f"[{inner}]"
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = hostport.partition(":")

@@ -71,6 +71,7 @@ class _Flow:
     pending: dict[int, bytes] = field(default_factory=dict)
     websocket: bool = False
     ws_raw: bytearray = field(default_factory=bytearray)
+    msg_ts: int = 0
 
 
 class TcpSipReassembler:
@@ -80,8 +81,9 @@ class TcpSipReassembler:
         self._flows: dict[FlowKey, _Flow] = {}
         self.dropped_bytes = 0
 
-    def feed(self, key: FlowKey, seq: int, flags: int, payload: bytes) -> list[SipMessage]:
-        """Add one segment; return the SIP messages it completes (possibly several, possibly none)."""
+    def feed(self, key: FlowKey, seq: int, flags: int, payload: bytes, ts: int = 0) -> list[tuple[SipMessage, int]]:
+        """Add one segment captured at `ts`; return the SIP messages it completes with the capture time of
+        the segment that carried each message's first byte (the time the reference gives a message)."""
         if flags & _RST:
             self._flows.pop(key, None)
             return []
@@ -93,11 +95,16 @@ class TcpSipReassembler:
             flow.data.clear()
             flow.pending.clear()
         if payload:
+            if not flow.data:
+                flow.msg_ts = ts
             self._add(flow, seq, payload)
         msgs = self._drain(flow)
+        out = [(m, flow.msg_ts if i == 0 else ts) for i, m in enumerate(msgs)]
+        if msgs and flow.data:
+            flow.msg_ts = ts
         if flags & _FIN:
             self._flows.pop(key, None)
-        return msgs
+        return out
 
     def _add(self, flow: _Flow, seq: int, payload: bytes) -> None:
         if flow.next_seq is None:

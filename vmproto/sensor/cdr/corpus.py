@@ -79,7 +79,7 @@ def cdr_row(r: CdrRecord) -> dict[str, str]:
         "sipcalledip": ip_text(r.sipcalledip),
         "sipcalledport": str(r.sipcalledport),
         "lastSIPresponseNum": str(r.last_sip_response_num),
-        "lastSIPresponse": r.last_sip_response if r.last_sip_response else "NULL",
+        "lastSIPresponse": r.last_sip_response,
         "whohanged": WHOHANGED.get(r.whohanged, "NULL") if r.whohanged is not None else "NULL",
         "bye": str(r.bye),
         "payload": _v(r.payload),
