@@ -1,0 +1,17 @@
+"""The unit that flows from capture to decode: frames of one link type with their times."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class PacketBatch(NamedTuple):
+    """`ts_ns[i]` is the capture time of `frames[i]` in ns; all frames share `linktype`.
+
+    `orig_len[i]` is the length on the wire (larger than the frame when the snaplen cut it).
+    """
+
+    linktype: int
+    ts_ns: list[int]
+    frames: list[bytes]
+    orig_len: list[int]
