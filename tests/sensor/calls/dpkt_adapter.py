@@ -79,9 +79,9 @@ def read_capture(path: Path) -> Iterator[DecodedPacket]:
                     key = (ip.src, ip.dst, ip.id, ip.p)
                     end = ip.len if ip.len else len(raw)
                     chunk = raw[ip.hl * 4: end]
-                    frags.setdefault(key, {})[ip.offset] = chunk
+                    frags.setdefault(key, {})[ip.offset * 8] = chunk  # dpkt gives 8-byte units
                     if not ip.mf:
-                        frag_last[key] = ip.offset + len(chunk)
+                        frag_last[key] = ip.offset * 8 + len(chunk)
                     parts = frags[key]
                     if key not in frag_last or sum(len(v) for v in parts.values()) != frag_last[key]:
                         continue
@@ -92,7 +92,7 @@ def read_capture(path: Path) -> Iterator[DecodedPacket]:
                 else:
                     l4 = ip.data
                     ip_packet = raw[: ip.len] if ip.len else raw
-                src, dst, proto, ttl = ip.src, ip.dst, ip.p, ip.ttl
+                src, dst, ttl = ip.src, ip.dst, ip.ttl
             elif version == 6:
                 ip6 = dpkt.ip6.IP6(raw)
                 l4 = ip6.data
