@@ -42,7 +42,6 @@ RSA_TYPES = frozenset(
     }
 )
 GUI_TYPES = frozenset({wire_opening.GUI_COMMAND, wire_opening.MANAGER_COMMAND})
-_OPENING_FEED = 4096
 _MAX_PAYLOAD = 0xFFFFFFFF  # an inspector reads what is there; truncation is reported, nothing is allocated ahead
 _MANAGER_REPLY_PREFIX = b"aes:"
 _RCH_PREFIX = b"rch:"
@@ -162,11 +161,13 @@ class ConnectionDecoder:
         fed = 0
         opening = None
         try:
-            while opening is None and fed < len(data):
-                chunk = data[fed : fed + _OPENING_FEED]
-                reader.receive_data(chunk)
-                fed += len(chunk)
+            # Feed segment by segment: the reference decides the end of the line after every read.
+            for chunk in stream.chunks:
+                reader.receive_data(chunk.data)
+                fed = chunk.end
                 opening = reader.next_opening()
+                if opening is not None:
+                    break
         except ProtocolError as exc:
             line_end = data.find(b"\r\n")
             wire = data[: line_end + 2] if line_end >= 0 else data[:fed]
@@ -178,12 +179,13 @@ class ConnectionDecoder:
                 yield self._error("c2s", stream, 0, self._cut_reason(stream, len(data), "opening line"),
                                   "opening_line", length=len(data), wire_hex=data.hex(), text=as_text(data))
             return None
-        end = fed - len(opening.remainder)
-        wire_end = end
-        if opening.aes_cipher is None:
-            crlf = data.find(b"\r\n", 0, end)
-            if crlf >= 0:
-                wire_end = crlf + 2
+        terminator = b":sea" if opening.aes_cipher is not None else b"\r\n"
+        found = data.find(terminator, 0, fed)
+        # Without a terminator the line was a complete JSON object: everything read so far.
+        wire_end = found + len(terminator) if found >= 0 else fed
+        end = wire_end
+        while end < fed and data[end] in (0x0A, 0x0D):  # CR/LF after the terminator are skipped (spec §1)
+            end += 1
         wire = data[:wire_end]
         plain = wire if opening.aes_cipher is None else bytes(opening.text)
         self.type_connection = opening.type_connection

@@ -12,7 +12,7 @@ from typing import Any
 
 from vmproto.wire.compression import Compression
 from vmproto.wire.errors import ProtocolError
-from vmproto.wire.store_msg import decode_store_message
+from vmproto.wire.store_msg import BadStoreItems, StoreMessage, decode_store_message
 
 COMPRESSION_NAMES = {
     Compression.NONE: "none",
@@ -96,6 +96,11 @@ def describe_store(text: bytes) -> dict[str, Any]:
     """
     try:
         msg = decode_store_message(text)
+    except BadStoreItems as exc:
+        out = _describe(text, exc.partial)
+        out["items_parse_ok"] = False
+        out["parse_error"] = exc.reason
+        return out
     except ProtocolError as exc:
         head = text.split(b"|", 1)[0]
         return {
@@ -103,6 +108,10 @@ def describe_store(text: bytes) -> dict[str, Any]:
             "parse_error": getattr(exc, "reason", str(exc)),
             "items_parse_ok": False,
         }
+    return _describe(text, msg)
+
+
+def _describe(text: bytes, msg: StoreMessage) -> dict[str, Any]:
     # Where the body starts: after `<id>|` and the optional `T<time>|`.
     body_start = text.index(b"|") + 1
     if msg.client_time is not None:
