@@ -3,6 +3,7 @@
 from .batch import PacketBatch
 from .errors import CaptureError, CaptureFormatError, CaptureOptionError
 from .files import CaptureFileReader, read_capture
+from .options import CaptureOptions, Replay, parse_interfaces, parse_port_list
 from .writer import PcapngWriter, PcapWriter
 
 __all__ = [
@@ -10,8 +11,12 @@ __all__ = [
     "CaptureFileReader",
     "CaptureFormatError",
     "CaptureOptionError",
+    "CaptureOptions",
     "PacketBatch",
     "PcapWriter",
     "PcapngWriter",
+    "Replay",
+    "parse_interfaces",
+    "parse_port_list",
     "read_capture",
 ]
