@@ -51,12 +51,13 @@ class BlockHeader(NamedTuple):
 
 def byte_sum(data: bytes | bytearray | memoryview) -> int:
     """Return the unsigned byte sum of ``data`` modulo 2**32 (the block checksum, spec §2)."""
+    if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1 or not data.c_contiguous):
+        # Sum bytes, not the view's items (and sign-free: 'b'/'c' views become 'B').
+        data = data.cast("B") if data.c_contiguous else memoryview(data.tobytes())
     n = len(data)
     if n <= _SMALL:
         return sum(data) & 0xFFFFFFFF
     mv = data if isinstance(data, memoryview) else memoryview(data)
-    if mv.ndim != 1 or mv.itemsize != 1:
-        mv = mv.cast("B")
     total = sum([adler32(mv[i : i + _CHUNK], 0) & 0xFFFF for i in range(0, n, _CHUNK)])
     return total & 0xFFFFFFFF
 
