@@ -18,6 +18,8 @@ __all__ = [
     "column_sql",
     "create_table_sql",
     "partition_for",
+    "partition_horizon",
+    "partitions_between",
     "partitions_covering",
 ]
 
@@ -64,12 +66,28 @@ def partition_for(period: PartitionPeriod, day: dt.date) -> PartitionSpec:
     return PartitionSpec(f"p{day:%y%m}", first_next)
 
 
-def partitions_covering(period: PartitionPeriod, start: dt.date, ahead: int) -> list[PartitionSpec]:
-    """Return the partition holding `start` and the `ahead` following ones, in order."""
-    specs = [partition_for(period, start)]
-    for _ in range(ahead):
-        specs.append(partition_for(period, specs[-1].bound))
+def partition_horizon(period: PartitionPeriod, today: dt.date, days_ahead: int) -> dt.date:
+    """Return the date up to which partitions must exist: the end of day `today + days_ahead` for daily
+    tables; for monthly ones the end of the month after the one holding that day (the reference keeps
+    this month's and next month's)."""
+    last = partition_for(period, today + dt.timedelta(days=days_ahead))
+    return last.bound if period is PartitionPeriod.DAILY else partition_for(period, last.bound).bound
+
+
+def partitions_between(period: PartitionPeriod, start: dt.date, horizon: dt.date) -> list[PartitionSpec]:
+    """Return the partitions from the one holding `start` until one reaches `horizon`, in order (empty
+    when `start` is at or past `horizon`)."""
+    specs: list[PartitionSpec] = []
+    day = start
+    while day < horizon:
+        specs.append(partition_for(period, day))
+        day = specs[-1].bound
     return specs
+
+
+def partitions_covering(period: PartitionPeriod, today: dt.date, days_ahead: int) -> list[PartitionSpec]:
+    """Return the initial partitions of a new table: from today's up to partition_horizon."""
+    return partitions_between(period, today, partition_horizon(period, today, days_ahead))
 
 
 def create_table_sql(table: Table, partitions: Iterable[PartitionSpec] | None = None) -> str:

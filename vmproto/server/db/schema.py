@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .connection import Connection
-from .ddl import add_column_sql, add_partitions_sql, create_table_sql, partition_for, partitions_covering
+from .ddl import (
+    add_column_sql,
+    add_partitions_sql,
+    create_table_sql,
+    partition_horizon,
+    partitions_between,
+    partitions_covering,
+)
 from .errors import PrivilegeError, SchemaError, SqlError
 from .model import Table
 from .routines import LOOKUP_FUNCTIONS, create_function_sql
@@ -127,8 +134,9 @@ async def ensure_partitions(
     days_ahead: int = DEFAULT_DAYS_AHEAD,
     tables: Iterable[Table] = TABLES,
 ) -> list[str]:
-    """Add the partitions missing between the highest existing one and `today` + `days_ahead` (daily
-    tables) or next month (monthly tables), for every partitioned table of ours that exists partitioned.
+    """Add the partitions missing between the highest existing one and ddl.partition_horizon (the end of
+    `today` + `days_ahead` for daily tables, of the next month for monthly ones), for every partitioned
+    table of ours that exists partitioned.
 
     This is the maintenance function: run it at start and then daily. Returns "table.partition" names
     added. Raises PrivilegeError (ALTER) or SchemaError.
@@ -151,13 +159,7 @@ async def ensure_partitions(
         if table.partitioning is None or table.name.lower() not in highest:
             continue
         period = table.partitioning.period
-        horizon = partitions_covering(period, today, days_ahead)[-1].bound
-        specs = []
-        bound = highest[table.name.lower()]
-        while bound < horizon:
-            spec = partition_for(period, bound)
-            specs.append(spec)
-            bound = spec.bound
+        specs = partitions_between(period, highest[table.name.lower()], partition_horizon(period, today, days_ahead))
         if specs:
             log.info("schema: adding partitions %s to %s", ", ".join(s.name for s in specs), table.name)
             await _step(conn, add_partitions_sql(table.name, specs), "ALTER", f"add partitions to {table.name}")
