@@ -239,3 +239,21 @@ def test_cli_json_and_text(rsa_key, tmp_path, capsys):
     assert "== connection from port 50003: store" in out and "INSERT INTO t VALUES (2)" in out
     assert main([str(tmp_path / "missing.pcap")]) == 2
     assert "cannot read capture" in capsys.readouterr().err
+
+
+def test_mutated_and_cut_captures_never_raise(rsa_key, tmp_path):
+    """Any damage to the capture gives entries (possibly errors), never an exception."""
+    packets, entries = _scenario(rsa_key, mss=300)
+    keys = load_keys(_keys(tmp_path, entries))
+    raw = write_pcap(packets)
+    rnd = random.Random(42)
+    for _ in range(150):
+        data = bytearray(raw)
+        for _ in range(rnd.randint(1, 6)):
+            pos = rnd.randrange(24, len(data))
+            data[pos] = rnd.randrange(256)
+        cut = rnd.randrange(len(data) // 2, len(data) + 1)
+        for msg in inspect_capture(bytes(data[:cut]), keys):
+            assert msg["kind"] in {"opening_line", "plain_block", "rsa_block", "aes_block", "raw", "error"}
+            if msg["kind"] == "error":
+                assert msg["reason"]

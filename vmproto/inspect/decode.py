@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from vmproto.inspect.describe import COMPRESSION_NAMES, as_text, compression_info, describe_store
 from vmproto.inspect.keys import KeyEntry, KeyStore
 from vmproto.inspect.tcp import Connection, Stream
@@ -224,8 +222,7 @@ class ConnectionDecoder:
         problem = None
         if entry is not None and entry.private_key_pem is not None:
             try:
-                key = serialization.load_pem_private_key(entry.private_key_pem, password=None)
-                credentials = rsa_decrypt(key, payload)  # type: ignore[arg-type]
+                credentials = rsa_decrypt(self.keys.private_key(entry.private_key_pem), payload)
                 source = ["decrypted with server_rsa_private_key_pem of the key file"]
             except (ValueError, TypeError, ProtocolError) as exc:
                 problem = f"RSA decryption with the key file's private key failed: {_reason(exc)}"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from vmproto import keylog
 from vmproto.inspect.errors import InspectError
 
@@ -95,6 +97,8 @@ class KeyStore:
         self.entries = entries
         self.manager_key_b64 = manager_key_b64
         self._by_port: dict[int, list[KeyEntry]] = {}
+        # Loading a PEM private key checks it (tens of ms for RSA): do it once per distinct key.
+        self._private_keys: dict[bytes, Any] = {}
         for e in entries:
             self._by_port.setdefault(e.conn, []).append(e)
 
@@ -111,6 +115,17 @@ class KeyStore:
         if len(candidates) == 1 or opened_ts is None:
             return candidates[0]
         return min(candidates, key=lambda e: abs((e.opened_ts or 0.0) - opened_ts))
+
+    def private_key(self, pem: bytes) -> Any:
+        """Return the loaded private key of `pem` (cached).
+
+        Raises ValueError or TypeError (from cryptography) when the PEM is not a usable unencrypted private key.
+        """
+        key = self._private_keys.get(pem)
+        if key is None:
+            key = serialization.load_pem_private_key(pem, password=None)
+            self._private_keys[pem] = key
+        return key
 
     def service_keys_before(self, ts: float | None) -> KeyEntry | None:
         """Return the last `service` entry opened before `ts` that has AES keys (a `response` stream uses them)."""
