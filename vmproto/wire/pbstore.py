@@ -173,11 +173,11 @@ def _check_offsets(offs: array, size: int, hdr_size: int) -> None:
     # Strictly increasing and inside the area; we also require the last header to fit (the
     # reference reads it unchecked) and refuse count 0 (which crashes the reference).
     if not offs or offs[-1] >= size or offs[-1] + hdr_size > size:
-        raise RemoteProtocolError(BAD_OFFSETS)
+        _fail(BAD_OFFSETS)
     prev = -1
     for off in offs:
         if off <= prev:
-            raise RemoteProtocolError(BAD_OFFSETS)
+            _fail(BAD_OFFSETS)
         prev = off
 
 
