@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import struct
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -15,7 +16,7 @@ from vmproto.inspect.__main__ import main
 from vmproto.inspect.keys import load_keys
 from vmproto.inspect.pipeline import inspect_capture
 from vmproto.wire import vmjson
-from vmproto.wire.compression import Compression, compress
+from vmproto.wire.compression import Compression, PbCompression, compress
 from vmproto.wire.crypto import (
     AesBlockCipher,
     AesStreamEncryptor,
@@ -25,6 +26,7 @@ from vmproto.wire.crypto import (
 )
 from vmproto.wire.framing import byte_sum, encode_block
 from vmproto.wire.opening import encode_opening
+from vmproto.wire.pbstore import ContainerBuilder
 from vmproto.wire.store_msg import StoreMessage, encode_store_message
 
 SERVICE_KEY, SERVICE_IV = "S" * 16 + "0123456789abcdef", "serviceiv0123456"
@@ -124,7 +126,8 @@ def _disturb(packets: list[Packet], seed: int) -> list[Packet]:
         window = out[i : i + 3]
         rnd.shuffle(window)
         out[i : i + 3] = window
-    for p in rnd.sample([p for p in packets if p.payload], 8):
+    with_data = [p for p in packets if p.payload]
+    for p in rnd.sample(with_data, min(8, len(with_data))):
         out.insert(rnd.randrange(len(out)), Packet(**vars(p)))
     return out
 
@@ -257,3 +260,76 @@ def test_mutated_and_cut_captures_never_raise(rsa_key, tmp_path):
             assert msg["kind"] in {"opening_line", "plain_block", "rsa_block", "aes_block", "raw", "error"}
             if msg["kind"] == "error":
                 assert msg["reason"]
+
+
+def _sip_frame(i: int) -> bytes:
+    payload = f"OPTIONS sip:{i}@198.51.100.20 SIP/2.0\r\nCall-ID: x{i}\r\n\r\n".encode()
+    udp = struct.pack("!HHHH", 5060, 5060, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0, bytes([192, 0, 2, 10]),
+                     bytes([198, 51, 100, 20])) + udp
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
+
+
+@pytest.mark.parametrize(("method", "name"), [(PbCompression.SNAPPY, "snappy"), (PbCompression.LZ4, "lz4"),
+                                              (None, "none")])
+def test_packetbuffer_containers(rsa_key, tmp_path, method, name):
+    conv = Conversation(cport=50010, ts=1_790_000_100.0)
+    conv.handshake()
+    creds = {"time": "2026-11-26 04:00:00", "password": "pw", "sensor_id": 3, "sensor_name": "",
+             "aes_ckey": QUERY_KEY, "aes_ivec": QUERY_IV}
+    _rsa_handshake(conv, "packetbuffer block", creds, rsa_key, b"OK")
+    cipher = AesBlockCipher(QUERY_KEY, QUERY_IV)
+    builder = ContainerBuilder()
+    for i in range(5):
+        builder.add(1_790_000_000 + i, 1000 * i, _sip_frame(i))
+    container = builder.build(counter=1, time_s=1_790_000_100, sensor_id=3, ifname="read_from", compress=method)
+    conv.send("c2s", _aes_block(cipher, container), mss=200)
+    conv.send("s2c", _aes_block(cipher, b"OK"))
+    entries = [keylog.connection_entry(conn=50010, type_connection="packetbuffer block", opened_ts=conv.packets[0].ts,
+                                       aes_ckey=QUERY_KEY, aes_ivec=QUERY_IV,
+                                       credentials_json=vmjson.dumps(creds).decode())]
+    messages = list(inspect_capture(write_pcap(_disturb(conv.packets, 5)), load_keys(_keys(tmp_path, entries))))
+    assert [m for m in messages if m["kind"] == "error"] == []
+    (block,) = [m for m in messages if "pcap_block_store" in m]
+    pb = block["pcap_block_store"]
+    assert block["text"] is None and pb["data_compression"] == name
+    assert (pb["count"], pb["counter"], pb["sensor_id"], pb["ifname"], pb["hm"]) == (5, 1, 3, "read_from", 0)
+    assert pb["checksum_matches"] == ["signed8_mod65536"]
+    assert pb["packets_contiguous_no_padding"] and pb["offsets_strictly_increasing"]
+    assert [p["summary"] for p in pb["packets"]] == [
+        f"UDP 192.0.2.10:5060 > 198.51.100.20:5060 len {len(_sip_frame(i)) - 42} SIP OPTIONS sip:{i}@198.51.100.20 SIP/2.0"
+        for i in range(5)
+    ]
+    assert [p["ts_tv_usec"] for p in pb["packets"]] == [0, 1000, 2000, 3000, 4000]
+
+
+def test_hole_in_the_middle_resyncs_after_it(rsa_key, tmp_path):
+    packets, entries = _scenario(rsa_key)
+    keys = load_keys(_keys(tmp_path, entries))
+    # Drop the segment carrying the start of the query connection's first AES block.
+    query_c2s = [p for p in packets if p.sport == 50002 and p.payload]
+    lost = query_c2s[2]
+    messages = [m for m in inspect_capture(write_pcap([p for p in packets if p is not lost]), keys)
+                if m["conn"] == 50002 and m["dir"] == "c2s"]
+    kinds = [m["kind"] for m in messages]
+    assert kinds[:2] == ["opening_line", "rsa_block"] and kinds[2] == "error"
+    assert "never captured" in messages[2]["reason"]
+    assert messages[-1]["text"] == "_END_" and messages[-1]["resynced"] is True
+
+
+def test_pcapng_capture(rsa_key, tmp_path):
+    packets, entries = _scenario(rsa_key)
+    keys = load_keys(_keys(tmp_path, entries))
+    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
+    idb_body = struct.pack("<HHI", 1, 0, 262144) + struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
+    idb = struct.pack("<II", 1, 12 + len(idb_body)) + idb_body + struct.pack("<I", 12 + len(idb_body))
+    blocks = [shb, idb]
+    for p in packets:
+        frame = p.frame()
+        ns = round(p.ts * 1e9)
+        body = struct.pack("<IIIII", 0, ns >> 32, ns & 0xFFFFFFFF, len(frame), len(frame)) + frame
+        body += b"\0" * (-len(body) % 4)
+        blocks.append(struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
+    from_ng = list(inspect_capture(b"".join(blocks), keys))
+    from_pcap = list(inspect_capture(write_pcap(packets), keys))
+    assert from_ng == from_pcap
