@@ -3,6 +3,7 @@ with small segments, reordering and retransmissions, then decoded by the inspect
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import struct
@@ -20,9 +21,12 @@ from vmproto.wire.compression import Compression, PbCompression, compress
 from vmproto.wire.crypto import (
     AesBlockCipher,
     AesStreamEncryptor,
+    ManagerAesKey,
+    ManagerReplyEncryptor,
     generate_rsa_key,
     public_key_pem,
     rsa_encrypt,
+    wrap_manager_request,
 )
 from vmproto.wire.framing import byte_sum, encode_block
 from vmproto.wire.opening import encode_opening
@@ -333,3 +337,39 @@ def test_pcapng_capture(rsa_key, tmp_path):
     from_ng = list(inspect_capture(b"".join(blocks), keys))
     from_pcap = list(inspect_capture(write_pcap(packets), keys))
     assert from_ng == from_pcap
+
+
+def test_conflicting_retransmission_is_reported(rsa_key, tmp_path):
+    packets, entries = _scenario(rsa_key)
+    keys = load_keys(_keys(tmp_path, entries))
+    seg = next(p for p in packets if p.sport == 50002 and p.payload)
+    forged = Packet(**{**vars(seg), "payload": b"{" * len(seg.payload), "ts": seg.ts + 100})
+    messages = list(inspect_capture(write_pcap(packets + [forged]), keys))
+    (conflict,) = [m for m in messages if m["kind"] == "error"]
+    assert conflict["conn"] == 50002 and "different bytes" in conflict["reason"]
+    assert conflict["pcap_frame"] == len(packets) + 1
+    assert messages[[m["conn"] for m in messages].index(50002)]["text"] == '{"type_connection":"query"}\r\n'
+
+
+def test_gui_command_with_manager_aes(tmp_path):
+    manager = ManagerAesKey(b"K" * 16, b"I" * 16)
+    conv = Conversation(cport=50020)
+    conv.handshake()
+    request = wrap_manager_request(vmjson.dumps({"type_connection": "gui_command", "sensor_id": 7,
+                                                 "command": "listcalls"}), manager)
+    conv.send("c2s", request)
+    reply = ManagerReplyEncryptor(manager, eager_prefix=True)
+    conv.send("s2c", reply.begin() + reply.update(b"[[call list]]") + reply.finalize())
+    conv.close("s2c")
+    key_b64 = {"manager_aes_key": base64.b64encode(manager.key).decode(),
+               "manager_aes_iv": base64.b64encode(manager.iv).decode()}
+    keys = load_keys(_keys(tmp_path, [{"conn": 50020, "type_connection": "gui_command", **key_b64}]))
+    opening, raw = inspect_capture(write_pcap(conv.packets), keys)
+    assert opening["kind"] == "opening_line" and opening["aes_cipher"] == "aes-128-cbc"
+    assert json.loads(opening["text"])["command"] == "listcalls"
+    assert opening["wire_hex"] == request.hex()
+    assert raw["kind"] == "raw" and raw["text"] == "[[call list]]"
+    # Without the manager key: the opening line is an error entry, not an exception.
+    (err, raw2) = inspect_capture(write_pcap(conv.packets))
+    assert err["kind"] == "error" and "failed aes decrypt" in err["reason"]
+    assert raw2["kind"] == "raw"

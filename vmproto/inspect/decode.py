@@ -116,7 +116,7 @@ class ConnectionDecoder:
         """Decode both directions and return all entries ordered by first frame, then stream offset."""
         c2s = list(self._client_messages())
         s2c = list(self._server_messages())
-        out = c2s + s2c
+        out = c2s + s2c + list(self._conflicts())
         for msg in out:
             msg["type_connection"] = self.type_connection
         out.sort(key=lambda m: (m["pcap_frame"] if m["pcap_frame"] is not None else 1 << 62,
@@ -124,6 +124,15 @@ class ConnectionDecoder:
         for seq, msg in enumerate(out):
             msg["seq"] = seq
         return out
+
+    def _conflicts(self) -> Iterator[dict[str, Any]]:
+        for direction, stream in (("c2s", self.conn.c2s), ("s2c", self.conn.s2c)):
+            for conflict in stream.conflicts:
+                msg = self._error(direction, stream, conflict.offset,
+                                  f"retransmission in frame {conflict.frame} carries different bytes than the "
+                                  f"first copy at stream offset {conflict.offset}; the first copy was decoded", None)
+                msg["pcap_frame"] = conflict.frame
+                yield msg
 
     # -- client to server -----------------------------------------------------------------------------
 
