@@ -373,3 +373,15 @@ def test_gui_command_with_manager_aes(tmp_path):
     (err, raw2) = inspect_capture(write_pcap(conv.packets))
     assert err["kind"] == "error" and "failed aes decrypt" in err["reason"]
     assert raw2["kind"] == "raw"
+
+
+def test_hole_inside_a_block_resyncs_after_it(rsa_key, tmp_path):
+    packets, entries = _scenario(rsa_key, mss=40)
+    keys = load_keys(_keys(tmp_path, entries))
+    query_c2s = [p for p in packets if p.sport == 50002 and p.payload]
+    lost = query_c2s[3]  # the second segment of the first AES block (its first one carries the header)
+    messages = [m for m in inspect_capture(write_pcap([p for p in packets if p is not lost]), keys)
+                if m["conn"] == 50002 and m["dir"] == "c2s"]
+    assert [m["kind"] for m in messages] == ["opening_line", "rsa_block", "error", "aes_block"]
+    assert "block of 64 bytes incomplete" in messages[2]["reason"] and "never captured" in messages[2]["reason"]
+    assert messages[3]["text"] == "_END_" and messages[3]["resynced"] is True

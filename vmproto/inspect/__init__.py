@@ -4,3 +4,21 @@ Reads a pcap/pcapng, reassembles every TCP connection to the channel port, walks
 by position as the spec's state machines do, and prints a readable conversation or one JSON object per message
 in the format of the reference transcripts.
 """
+
+from vmproto.inspect.errors import InspectError
+from vmproto.inspect.keys import KeyEntry, KeyStore, load_keys
+from vmproto.inspect.pcapread import Capture, Frame, parse_capture, read_capture
+from vmproto.inspect.pipeline import DEFAULT_PORT, inspect_capture
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Capture",
+    "Frame",
+    "InspectError",
+    "KeyEntry",
+    "KeyStore",
+    "inspect_capture",
+    "load_keys",
+    "parse_capture",
+    "read_capture",
+]

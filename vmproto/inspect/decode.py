@@ -366,6 +366,8 @@ class ConnectionDecoder:
             handshake = index < len(first_modes)
             got = yield from self._read_block(direction, stream, pos, f"{mode}_block")
             if got is None:
+                if stream.hole is not None:  # the block was cut by lost segments: look for blocks after them
+                    yield from self._resync_islands(direction, stream)
                 return
             start, end, header, payload = got
             yield self._decode_block(direction, stream, start, stream.data[start:end], header, payload, mode,
