@@ -10,6 +10,9 @@ trio-mysql 1.0.3 under trio 0.35 works when used as follows (each point is a bug
   Our cursor class defers warnings, which switches that off.
 * A new command after a multi-result statement (CALL) calls an un-awaited `next_result()` in a loop
   (hangs). We always drain every result set before returning.
+* Its internal close (also run when a read fails) calls `close()` on a trio.SocketStream, which has
+  none; the error is swallowed and the socket leaks (ResourceWarning). Our subclass closes the stream's
+  socket instead.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class Connection:
         not log in or use the database, SqlError for anything else the server refuses.
         """
         self = cls(params)
-        conn = trio_mysql.connect(
+        conn = _MySQLConnection(
             user=params.user, password=params.password, unix_socket=params.unix_socket,
             host=params.host, port=params.port, database=params.database or None,
             charset="utf8mb4", use_unicode=False, conv={}, autocommit=True,
@@ -154,10 +157,10 @@ class Connection:
             with trio.fail_after(params.connect_timeout):
                 await conn.connect()
         except trio.TooSlowError:
-            conn.close()
+            _hard_close(conn)
             raise ConnectionLostError(f"database connect timed out after {params.connect_timeout}s") from None
         except BaseException as exc:
-            conn.close()
+            _hard_close(conn)
             if isinstance(exc, (mysql_err.MySQLError, OSError)):
                 raise translate_error(exc, user=params.user, database=params.database, privilege="USAGE") from exc
             raise
@@ -213,7 +216,7 @@ class Connection:
     def _break(self) -> None:
         self.broken = True
         if self._conn is not None:
-            self._conn.close()
+            _hard_close(self._conn)
 
     async def ping(self) -> None:
         """Check the session is alive. Raises ConnectionLostError (and breaks the session) when not."""
@@ -226,7 +229,28 @@ class Connection:
             with trio.move_on_after(1) as scope:
                 scope.shield = True
                 await conn.aclose()
-            conn.close()
+            _hard_close(conn)
+
+
+def _hard_close(conn: trio_mysql.connections.Connection) -> None:
+    """Close the session's socket without I/O."""
+    conn._force_close()
+
+
+class _MySQLConnection(trio_mysql.connections.Connection):
+    """trio-mysql's connection with a socket close that works on a trio.SocketStream."""
+
+    def _force_close(self) -> None:
+        stream, self._sock = self._sock, None
+        self._closed = True
+        inner = getattr(stream, "socket", stream)
+        if inner is not None:
+            try:
+                inner.close()
+            except OSError:
+                pass
+
+    __del__ = _force_close
 
 
 async def _result_of(cursor: trio_mysql.cursors.Cursor) -> ResultSet:
