@@ -7,6 +7,7 @@ the CDRs of calls that a timer closed; `finish()` closes every open call, as the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,7 +19,7 @@ from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message
 from vmproto.sensor.calls.stream import TcpSipReassembler
 from vmproto.sensor.cdr.model import CdrRecord, CdrSipHistoryRow
 
-__all__ = ["AnalyzerConfig", "CallAnalyzer", "PacketLike"]
+__all__ = ["AnalyzerConfig", "CallAnalyzer", "CallClosedHook", "CallPacketHook", "PacketLike"]
 
 _UDP, _TCP = 17, 6
 
@@ -58,11 +59,29 @@ class AnalyzerConfig:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-class CallAnalyzer:
-    """SIP dialogs and their RTP, keyed by Call-ID."""
+CallPacketHook = Callable[[Call, PacketLike, str], None]
+CallClosedHook = Callable[[Call, CdrRecord], None]
 
-    def __init__(self, config: AnalyzerConfig | None = None) -> None:
+
+class CallAnalyzer:
+    """SIP dialogs and their RTP, keyed by Call-ID.
+
+    Optional hooks (both run synchronously inside `feed`/`finish`/`terminate`; an exception they raise
+    propagates to the caller):
+
+    `on_call_packet(call, pkt, kind)`: every packet the analysis attributes to a call, `kind` being "sip",
+    "rtp" or "rtcp", in capture order. A SIP message carried over TCP is reported with the segment that
+    completed it (once per segment even when it completes several messages of the call). Lets a spool
+    writer keep per-call SIP and RTP captures.
+    `on_call_closed(call, cdr)`: once per call, when its CDR is final (timer, `finish()` or `terminate()`),
+    before the CDR is returned.
+    """
+
+    def __init__(self, config: AnalyzerConfig | None = None, *, on_call_packet: CallPacketHook | None = None,
+                 on_call_closed: CallClosedHook | None = None) -> None:
         self.config = config or AnalyzerConfig()
+        self.on_call_packet = on_call_packet
+        self.on_call_closed = on_call_closed
         self._calls: dict[str, Call] = {}
         self._order: list[str] = []
         self._media: dict[tuple[bytes, int], list[str]] = {}
@@ -93,13 +112,18 @@ class CallAnalyzer:
                     except CallAnalysisError:
                         self.bad_packets += 1
                     else:
-                        self._sip(msg, pkt, ts_us)
+                        self._sip(msg, pkt, ts_us, report=True)
                     return self._sweep()
             self._media_packet(pkt, ts_us)
         elif pkt.proto == _TCP and (pkt.sport in sip_ports or pkt.dport in sip_ports):
             key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            reported: set[str] = set()
             for msg, msg_ts in self._tcp.feed(key, pkt.tcp_seq, pkt.tcp_flags, pkt.payload, ts_us):
-                self._sip(msg, pkt, msg_ts)
+                call = self._sip(msg, pkt, msg_ts, report=False)
+                hook = self.on_call_packet
+                if hook is not None and call is not None and call.call_id not in reported:
+                    reported.add(call.call_id)
+                    hook(call, pkt, "sip")
         return self._sweep()
 
     def finish(self) -> list[CdrRecord]:
@@ -143,22 +167,26 @@ class CallAnalyzer:
                 lst.remove(cid)
                 if not lst:
                     del self._media[(ep.addr, ep.port)]
-        return call.to_cdr(self.config.id_sensor)
+        cdr = call.to_cdr(self.config.id_sensor)
+        if self.on_call_closed is not None:
+            self.on_call_closed(call, cdr)
+        return cdr
 
     # ---- SIP -----------------------------------------------------------------------------------------------
 
-    def _sip(self, msg: SipMessage, pkt: PacketLike, ts_us: int) -> None:
+    def _sip(self, msg: SipMessage, pkt: PacketLike, ts_us: int, *, report: bool) -> Call | None:
+        """Apply one SIP message; return the call it belongs to (None when it belongs to none)."""
         cid = msg.call_id
         if not cid:
             self.bad_packets += 1
-            return
+            return None
         call = self._calls.get(cid)
         if call is None:
             if not (msg.is_request and msg.method == "INVITE"):
-                return
+                return None
             if len(self._calls) >= self.config.max_calls:
                 self.bad_packets += 1
-                return
+                return None
             call = Call(cid, ts_us, pkt.src, pkt.sport, pkt.dst, pkt.dport)
             call.fill_from_invite(msg)
             call.vlan = pkt.vlan
@@ -166,6 +194,8 @@ class CallAnalyzer:
             call.first_invite_us = ts_us
             self._calls[cid] = call
             self._order.append(cid)
+        if report and self.on_call_packet is not None:
+            self.on_call_packet(call, pkt, "sip")
         from_caller = call.from_caller(pkt.src, pkt.sport)
         call.last_signal_us = max(call.last_signal_us, ts_us)
         call.check_reset_oneway(pkt.src, pkt.sport, pkt.dst, pkt.dport)
@@ -179,7 +209,7 @@ class CallAnalyzer:
                 media = parse_sdp(msg.body)
             except CallAnalysisError:
                 self.bad_packets += 1
-                return
+                return call
             sender_is_caller = from_caller if from_caller is not None else msg.is_request
             before = {(e.addr, e.port) for e in call.endpoints}
             call.add_sdp(media, sender_is_caller, ts_us)
@@ -190,6 +220,7 @@ class CallAnalyzer:
                     if cid in lst:
                         lst.remove(cid)
                     lst.append(cid)
+        return call
 
     def _request(self, call: Call, msg: SipMessage, pkt: PacketLike, ts_us: int, cseq: tuple[int, str],
                  from_caller: bool | None) -> None:
@@ -264,11 +295,16 @@ class CallAnalyzer:
                 call = self._calls.get(rtcp_cids[-1])
                 if call is not None:
                     call.last_rtcp_us = max(call.last_rtcp_us, ts_us)
-            return
-        if is_rtcp(data):
+                    if self.on_call_packet is not None:
+                        self.on_call_packet(call, pkt, "rtcp")
             return
         call = self._calls.get(cids[-1])
         if call is None:
+            return
+        if is_rtcp(data):
+            # RTCP multiplexed on the RTP port (RFC 5761): kept with the call, no RTP statistics.
+            if self.on_call_packet is not None:
+                self.on_call_packet(call, pkt, "rtcp")
             return
         hdr = parse_rtp_header(data)
         if hdr is None:
@@ -276,6 +312,8 @@ class CallAnalyzer:
         ep = call.endpoint_for(pkt.dst, pkt.dport)
         if ep is None:
             return
+        if self.on_call_packet is not None:
+            self.on_call_packet(call, pkt, "rtp")
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, hdr.ssrc)
         stream = call.streams.get(key)
         if stream is None:

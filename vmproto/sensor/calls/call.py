@@ -10,7 +10,7 @@ from vmproto.sensor.calls.sdp import SdpMedia
 from vmproto.sensor.calls.sip import SipMessage, parse_name_addr
 from vmproto.sensor.cdr.model import CdrRecord, CdrRtpRow, CdrSdpRow, CdrSipHistoryRow, StreamStats
 
-__all__ = ["Call", "MediaEndpoint", "Endpoint"]
+__all__ = ["Call", "MediaEndpoint", "Endpoint", "filename_from_call_id"]
 
 Endpoint = tuple[bytes, int]
 
@@ -35,6 +35,23 @@ class MediaEndpoint:
     ptime: int
     rtpmap: dict[int, int]
     media: str
+
+
+# The reference keeps at most 255 characters of the Call-ID as a call's base name (MAX_FNAME - 1).
+FBASENAME_MAX = 255
+_FILENAME_KEEP = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-.@")
+
+
+def filename_from_call_id(call_id: str, convert_chars: str = "") -> str:
+    """Return the file-name form of a Call-ID the way the reference names a call's files.
+
+    The Call-ID is cut to 255 bytes (UTF-8); then every byte that is not an ASCII letter or digit or one of
+    ``: - . @``, and every character listed in `convert_chars` (the reference's `convertchar` option), becomes
+    ``_`` (one ``_`` per byte, so a multi-byte character gives several). The result is pure ASCII.
+    """
+    raw = call_id.encode("utf-8", "surrogateescape")[:FBASENAME_MAX]
+    extra = frozenset(convert_chars.encode("utf-8", "surrogateescape"))
+    return "".join(chr(c) if c in _FILENAME_KEEP and c not in extra else "_" for c in raw)
 
 
 def _trunc_s(us: int) -> int:
@@ -93,6 +110,21 @@ class Call:
     forcemark_times: list[int] = field(default_factory=list)
     siphistory: list[CdrSipHistoryRow] = field(default_factory=list)
     close_reason: int = 0
+
+    # ---- identity ------------------------------------------------------------------------------------------
+
+    @property
+    def fbasename(self) -> str:
+        """The Call-ID as a file name (see `filename_from_call_id`): the base name of the call's files.
+
+        The CDR's `fbasename` column keeps the raw Call-ID; this form is only for file names.
+        """
+        return filename_from_call_id(self.call_id)
+
+    @property
+    def calldate(self) -> int:
+        """Time of the call's first packet, integer nanoseconds since the Unix epoch (microsecond precision)."""
+        return self.first_packet_us * 1000
 
     # ---- signalling ----------------------------------------------------------------------------------------
 
