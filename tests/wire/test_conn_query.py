@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tests.wire.pair import CKEY, IVEC, Pair, rsa_key
 from vmproto.wire import events as ev
 from vmproto.wire._state import State
 from vmproto.wire.compression import Compression, compress
 from vmproto.wire.errors import LocalProtocolError, RemoteProtocolError
 from vmproto.wire.framing import encode_block
 from vmproto.wire.query import QueryClient, QueryServer
-
-from tests.wire.pair import CKEY, IVEC, Pair, rsa_key
 
 OPEN = ev.OpenConnection("query")
 

@@ -116,7 +116,7 @@ def test_replay_every_connection(scenario):
                 assert msg.id_main == info["id_main"] and msg.client_time == info["time"]
                 if "items" in info:
                     assert [len(q) for q in msg.queries] == [i["length"] for i in info["items"]]
-                    assert all(q.decode().startswith(i["starts"]) for q, i in zip(msg.queries, info["items"]))
+                    assert all(q.decode().startswith(i["starts"]) for q, i in zip(msg.queries, info["items"], strict=True))
                 else:
                     assert len(msg.queries) == 1 and len(msg.queries[0]) == info["body_len"]
             elif rec["kind"] == "aes_block" and kind == "packetbuffer block":

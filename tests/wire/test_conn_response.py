@@ -20,7 +20,7 @@ from vmproto.wire.gui import (
 )
 from vmproto.wire.keycheck import KeycheckClient, KeycheckServer
 from vmproto.wire.query import QueryServer
-from vmproto.wire.response import ResponseClient, ResponseServer, ResponsesClient, ResponsesServer
+from vmproto.wire.response import ResponseClient, ResponsesClient, ResponseServer, ResponsesServer
 
 OPEN_RESPONSE = ev.OpenConnection("response", {"gui_task_id": "1713095857123456:42"})
 MANAGER_KEY = ManagerAesKey(b"0123456789abcdef", b"fedcba9876543210")

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from tests.wire.pair import CKEY, IVEC, Pair, rsa_key
 from vmproto.wire import events as ev
 from vmproto.wire._state import State
 from vmproto.wire.compression import Compression, compress
 from vmproto.wire.errors import RemoteProtocolError
 from vmproto.wire.framing import encode_block
-from vmproto.wire.service import ServiceClient, ServiceServer, duplicate_refusal, negotiate_compression, version_int
-from tests.wire.pair import CKEY, IVEC, Pair, rsa_key
+from vmproto.wire.service import (
+    ServiceClient,
+    ServiceServer,
+    duplicate_refusal,
+    negotiate_compression,
+    version_int,
+)
 
 OPEN = ev.OpenConnection("service")
 

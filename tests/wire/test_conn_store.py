@@ -23,7 +23,8 @@ from vmproto.wire.store_msg import (
 NOW = 1_795_666_896.0  # 2026-11-26 04:21:36 UTC
 
 
-def ready(codec=Compression.ZSTD, accept=ev.StoreAccepted()) -> Pair:
+def ready(codec=Compression.ZSTD, accept: ev.StoreAccepted | None = None) -> Pair:
+    accept = accept or ev.StoreAccepted()
     pair = Pair(StoreClient(compression=codec), StoreServer(rsa_key=rsa_key(), password="refpass"), now=NOW)
     got = pair.handshake(ev.OpenConnection("store"), ev.Credentials("refpass", CKEY, IVEC), accept)
     assert got == accept

@@ -18,7 +18,7 @@ from vmproto.wire.gui import GuiCommandClient, GuiCommandServer, ManagerCommandC
 from vmproto.wire.keycheck import KeycheckClient, KeycheckServer
 from vmproto.wire.packetbuffer import PacketbufferClient, PacketbufferServer
 from vmproto.wire.query import QueryClient, QueryServer
-from vmproto.wire.response import ResponseClient, ResponseServer, ResponsesClient, ResponsesServer
+from vmproto.wire.response import ResponseClient, ResponsesClient, ResponseServer, ResponsesServer
 from vmproto.wire.service import ServiceClient, ServiceServer
 from vmproto.wire.store import StoreClient, StoreServer
 
