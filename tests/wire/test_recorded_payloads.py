@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmproto.wire.compression import Compression, PbCompression, compress, decompress
+from vmproto.wire.compression import PbCompression, compress, decompress
 from vmproto.wire.crypto import AesBlockCipher
 from vmproto.wire.framing import BlockReader, byte_sum
 from vmproto.wire.pbstore import ContainerBuilder, decode_container, peek_header, validate_container

@@ -25,7 +25,12 @@ from vmproto.wire.framing import BlockReader, byte_sum, encode_block
 from vmproto.wire.opening import OpeningReader, encode_opening
 from vmproto.wire.pbstore import ContainerBuilder, checksum32buf, decode_container, validate_container
 from vmproto.wire.query_result import decode_result, encode_csv_result, encode_error, encode_json_result
-from vmproto.wire.store_msg import decode_store_message, encode_store_message, queue_full_reply, queue_full_usleep
+from vmproto.wire.store_msg import (
+    decode_store_message,
+    encode_store_message,
+    queue_full_reply,
+    queue_full_usleep,
+)
 
 VECTORS_FILE = Path(__file__).resolve().parents[2] / "spec" / "vectors.toml"
 with VECTORS_FILE.open("rb") as _fh:

@@ -7,7 +7,6 @@ Only what spec §5 needs: ``lzo1x_1_11_compress`` (what the reference sensor use
 from __future__ import annotations
 
 import ctypes.util
-import threading
 
 from cffi import FFI
 
@@ -49,51 +48,51 @@ class LzoError(ValueError):
 
 _ffi = FFI()
 _ffi.cdef(_CDEF)
-_lock = threading.Lock()
 _lib = None
 _load_error: str | None = None
 
 
 def _load():
+    """Return the loaded library, loading and initialising it on first use.
+
+    No lock (the wire core stays free of threading): two racing first calls just both dlopen the
+    same library, which is harmless. Raises :class:`LzoUnavailable`.
+    """
     global _lib, _load_error
     if _lib is not None:
         return _lib
     if _load_error is not None:
         raise LzoUnavailable(_load_error)
-    with _lock:
-        if _lib is not None:
-            return _lib
-        names = ["liblzo2.so.2", ctypes.util.find_library("lzo2")]
-        lib = None
-        for name in names:
-            if not name:
-                continue
-            try:
-                lib = _ffi.dlopen(name)
-                break
-            except OSError:
-                continue
-        if lib is None:
-            _load_error = "liblzo2 (liblzo2.so.2) is not installed: LZO compression is unavailable"
-            raise LzoUnavailable(_load_error)
-        ptr = _ffi.sizeof("void *")
-        rc = lib.__lzo_init_v2(
-            _LZO_VERSION,
-            _ffi.sizeof("short"),
-            _ffi.sizeof("int"),
-            _ffi.sizeof("long"),
-            4,  # lzo_uint32_t
-            _ffi.sizeof("lzo_uint"),
-            ptr,  # lzo_sizeof_dict_t = sizeof(lzo_bytep)
-            ptr,  # char *
-            ptr,  # lzo_voidp
-            _ffi.sizeof("struct lzo_callback_t"),
-        )
-        if rc != _LZO_E_OK:
-            _load_error = f"lzo_init() failed with {rc}: liblzo2 does not match this binding"
-            raise LzoUnavailable(_load_error)
-        _lib = lib
-        return lib
+    lib = None
+    for name in ("liblzo2.so.2", ctypes.util.find_library("lzo2")):
+        if not name:
+            continue
+        try:
+            lib = _ffi.dlopen(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        _load_error = "liblzo2 (liblzo2.so.2) is not installed: LZO compression is unavailable"
+        raise LzoUnavailable(_load_error)
+    ptr = _ffi.sizeof("void *")
+    rc = lib.__lzo_init_v2(
+        _LZO_VERSION,
+        _ffi.sizeof("short"),
+        _ffi.sizeof("int"),
+        _ffi.sizeof("long"),
+        4,  # lzo_uint32_t
+        _ffi.sizeof("lzo_uint"),
+        ptr,  # lzo_sizeof_dict_t = sizeof(lzo_bytep)
+        ptr,  # char *
+        ptr,  # lzo_voidp
+        _ffi.sizeof("struct lzo_callback_t"),
+    )
+    if rc != _LZO_E_OK:
+        _load_error = f"lzo_init() failed with {rc}: liblzo2 does not match this binding"
+        raise LzoUnavailable(_load_error)
+    _lib = lib
+    return lib
 
 
 def _wrkmem_size() -> int:

@@ -37,6 +37,8 @@ B64_PREFIX = "_B64_"
 # C isprint() in the C locale (0x20..0x7E) plus CR and LF: those values go out as they are.
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x0A, 0x0D}
 _NONPRINT_DELETE = bytes(b for b in range(256) if b not in _PRINTABLE)
+# CSV has no quoting: a comma or line break inside a value would split it, so those go base64 too.
+_CSV_UNSAFE_DELETE = _NONPRINT_DELETE + b",\r\n"
 
 Value = bytes | str | None
 
@@ -67,12 +69,14 @@ def encode_value(value: Value, *, csv: bool = False) -> str | None:
     JSON and ``_NULL_`` in CSV.
 
     Unlike the reference, a printable value that would be read back as a token (``_NULL_`` or
-    ``_B64_...``) is sent base64 too, so it survives the round trip; reference clients decode both.
+    ``_B64_...``) is sent base64 too, and so is a CSV value holding ``,``/CR/LF (the reference
+    sends those raw and its client splits them): both survive the round trip, and reference clients
+    decode base64 anyway.
     """
     if value is None:
         return NULL_TOKEN if csv else None
     raw = _as_bytes(value)
-    if raw.translate(None, _NONPRINT_DELETE) == raw and raw != b"_NULL_" and not raw.startswith(b"_B64_"):
+    if raw.translate(None, _CSV_UNSAFE_DELETE if csv else _NONPRINT_DELETE) == raw and raw != b"_NULL_" and not raw.startswith(b"_B64_"):
         return raw.decode("ascii")
     return B64_PREFIX + base64.b64encode(raw).decode("ascii")
 
