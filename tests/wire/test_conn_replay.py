@@ -12,15 +12,17 @@ import pytest
 from tests.conftest import REFERENCE, need_shared
 from tests.wire.pair import drain, rsa_key
 from vmproto.wire import events as ev
+from vmproto.wire import vmjson
 from vmproto.wire._state import State
-from vmproto.wire.compression import Compression, decompress
+from vmproto.wire.compression import Compression, decompress, detect
 from vmproto.wire.crypto import rsa_encrypt
 from vmproto.wire.errors import RemoteProtocolError
 from vmproto.wire.framing import byte_sum, encode_block
-from vmproto.wire.packetbuffer import PacketbufferServer
-from vmproto.wire.query import QueryServer
-from vmproto.wire.service import ServiceServer
-from vmproto.wire.store import StoreServer
+from vmproto.wire.packetbuffer import PacketbufferClient, PacketbufferServer
+from vmproto.wire.query import QueryClient, QueryServer
+from vmproto.wire.service import ServiceClient, ServiceServer
+from vmproto.wire.store import StoreClient, StoreServer
+from vmproto.wire.store_msg import decode_store_message
 
 SCENARIOS = ["store_zstd", "store_gzip", "store_nocomp", "store_badpass", "pb_zstd", "pb_nocomp",
              "pb_blocks_nocomp", "pb_blocks_lz4"]
@@ -135,3 +137,70 @@ def test_replay_every_connection(scenario):
                     assert (b"CSV:" + event.sql if event.csv else event.sql) == expected
     main = "packetbuffer block" if scenario.startswith("pb_") else ("query" if scenario.endswith("badpass") else "store")
     assert seen[main] >= 3, seen
+
+
+# --- client side: our client machines, fed the recorded server bytes, must write the recorded client bytes ------
+
+CLIENTS = {"store": StoreClient, "query": QueryClient, "packetbuffer block": PacketbufferClient,
+           "service": ServiceClient}
+
+
+def _credentials_event(kind: str, text: bytes) -> ev.Event:
+    fields = vmjson.loads(text)
+    if kind == "service":
+        flags = {k: fields.get(k) == 1 for k in ("restore", "check_ping_response", "auto_parameters",
+                                                 "remote_chart_server", "use_encode_data")}
+        return ev.ServiceCredentials(fields["sensor_id"], fields["password"], fields["aes_ckey"], fields["aes_ivec"],
+                                     fields["sensor_version"], fields.get("sensor_string", ""),
+                                     compress_types=fields["compress_types"], **flags)
+    if kind == "packetbuffer block":
+        return ev.PacketbufferCredentials(fields["password"], fields["aes_ckey"], fields["aes_ivec"], fields["time"],
+                                          fields["sensor_id"], fields["sensor_name"])
+    return ev.Credentials(fields["password"], fields["aes_ckey"], fields["aes_ivec"])
+
+
+def _client_event(kind: str, rec: dict) -> ev.Event:
+    plain = bytes.fromhex(rec["plain_hex"])
+    if rec["kind"] == "opening_line":
+        return ev.OpenConnection(kind)
+    if kind == "service":
+        return {b"pong": ev.Pong(), b"stop": ev.Stop()}[plain]
+    if kind == "packetbuffer block":
+        return ev.PacketbufferBlock(plain)
+    _codec, text = decompress(plain)
+    if kind == "store":
+        return ev.StoreQueries(decode_store_message(text))
+    if text == b"_END_":
+        return ev.End()
+    return ev.QueryRequest(text[4:], csv=True) if text.startswith(b"CSV:") else ev.QueryRequest(text)
+
+
+def _client_codec(kind: str, records: list[dict]) -> dict:
+    codecs = {detect(bytes.fromhex(r["plain_hex"])) for r in records
+              if r["dir"] == "c2s" and r["kind"] == "aes_block" and r.get("text") != "_END_"}
+    assert len(codecs) <= 1, codecs  # one codec per connection
+    return {"compression": codecs.pop()} if codecs and kind in ("store", "query") else {}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_client_machines_write_the_recorded_bytes(scenario):
+    checked = 0
+    for records in _connections(scenario).values():
+        kind = records[0]["type_connection"]
+        client = CLIENTS[kind](**_client_codec(kind, records))
+        for rec in records:
+            if rec["dir"] == "s2c":
+                client.receive_data(bytes.fromhex(rec["wire_hex"]), rec["ts"])
+                drain(client, rec["ts"])
+                continue
+            if rec["kind"] == "rsa_block":
+                plain = bytes.fromhex(rec["plain_hex"])
+                event = _credentials_event(kind, plain)
+                assert vmjson.dumps(client._credential_fields(event)) == plain  # field order and escapes
+                out = client.send(event, rec["ts"])
+                assert out[32:40] == bytes.fromhex(rec["header_hex"])[32:40]  # length and plaintext sum
+            else:
+                out = client.send(_client_event(kind, rec), rec["ts"])
+                assert out == bytes.fromhex(rec["wire_hex"]), (kind, rec["seq"])
+            checked += 1
+    assert checked > 10
