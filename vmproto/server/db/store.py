@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 ER_DUP_ENTRY = 1062
 
 
+class _WireStoreMessage(Protocol):
+    id_main: int
+    queries: tuple[bytes, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class StoreMessage:
     """One decoded store message: who sent it, its id_main and its queries (the body, or the `L<len>:`
@@ -61,6 +67,11 @@ class StoreMessage:
             raise StoreMessageError("store message has no SQL")
         if not 0 <= self.id_main < 2**31 or not -(2**31) <= self.id_sensor < 2**31:
             raise StoreMessageError(f"store message ids out of range: id_main={self.id_main} id_sensor={self.id_sensor}")
+
+    @classmethod
+    def from_wire(cls, message: _WireStoreMessage, id_sensor: int) -> StoreMessage:
+        """Build from a decoded wire message (vmproto.wire.store_msg.StoreMessage) and the sender's id."""
+        return cls(id_sensor=id_sensor, id_main=message.id_main, queries=tuple(message.queries))
 
     @property
     def digest(self) -> bytes:
