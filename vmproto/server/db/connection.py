@@ -102,6 +102,8 @@ class _QuietCursor(trio_mysql.cursors.Cursor):
 
 
 _DENIED_CMD = re.compile(r"^(?P<cmd>[A-Za-z ]+?) command denied to user", re.I)
+# "... to database 'db'" (1044) or "... for table `db`.`t`" (1142): the server knows best where.
+_DENIED_DB = re.compile(r"to database '([^']*)'|for table `([^`]*)`\.", re.I)
 
 
 def translate_error(exc: BaseException, *, user: str, database: str, privilege: str | None = None) -> DatabaseError:
@@ -121,6 +123,8 @@ def translate_error(exc: BaseException, *, user: str, database: str, privilege: 
         if errno in PRIVILEGE_ERRORS:
             m = _DENIED_CMD.match(message)
             named = m.group("cmd").upper() if m else None
+            where = _DENIED_DB.search(message)
+            database = (where.group(1) or where.group(2)) if where else database or "(none)"
             return PrivilegeError(privilege or named or "required", user, database, message, errno)
         return SqlError(message, errno)
     if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError, EOFError)):
