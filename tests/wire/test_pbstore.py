@@ -125,8 +125,8 @@ def test_bad_offsets():
 
 def test_truncated_and_trailing():
     good = _one_packet()
-    assert _reason(good[:-1]) == "truncated block"
-    assert _reason(good[:30]) == "truncated block"
+    assert _reason(good[:-1]) == "bad size / offset"
+    assert _reason(good[:30]) == "bad size / offset"
     validate_container(good + b"trailing", now=NOW)
     assert len(decode_container(good + b"trailing")) == 1
 

@@ -78,7 +78,9 @@ BAD_ID = "missing / bad block id"
 BAD_VERSION = "bad version - sender and receiver must be the same version"
 BAD_CHECKSUM = "bad checksum"
 BAD_OFFSETS = "bad offsets"
-TRUNCATED = "truncated block"  # ours: the reference silently mis-handles short containers
+# spec §9.8 row 1: the reference replies this for an empty payload; vmproto also uses it for containers shorter than
+# their header or declared total, which the reference silently mis-handles.
+BAD_SIZE = "bad size / offset"
 
 
 def checksum32buf(data: bytes | bytearray | memoryview) -> int:
@@ -152,7 +154,7 @@ class PacketHeader(NamedTuple):
 def peek_header(payload: bytes | bytearray | memoryview) -> ContainerHeader:
     """Return the container header. Raises :class:`RemoteProtocolError` if under 64 bytes."""
     if len(payload) < CONTAINER_HEADER_SIZE:
-        raise RemoteProtocolError(TRUNCATED)
+        raise RemoteProtocolError(BAD_SIZE)
     return ContainerHeader(*_HEADER.unpack_from(payload, 0))
 
 
@@ -197,13 +199,13 @@ def validate_container(
     > 0, else ``local``). Raises :class:`RemoteProtocolError` whose ``reason`` and ``reply`` (AES
     block, connection kept) are ``too big``, ``missing / bad block id``, ``bad version - ...``,
     the time-difference text, ``bad checksum``, ``bad offsets``, ``bad headers - caplen = N`` /
-    ``bad headers - header_ip_offset = N`` (uncompressed only), or our ``truncated block``.
+    ``bad headers - header_ip_offset = N`` (uncompressed only), or ``bad size / offset`` for short payloads.
     """
     n = len(payload)
     if n > max_size:
         _fail(TOO_BIG)
     if n < CONTAINER_HEADER_SIZE:
-        _fail(TRUNCATED)
+        _fail(BAD_SIZE)
     hdr = ContainerHeader(*_HEADER.unpack_from(payload, 0))
     if hdr.title != TITLE:
         _fail(BAD_ID)
@@ -218,7 +220,7 @@ def validate_container(
             _fail(_time_error(diff, label))
     total = hdr.total_size
     if n < total:
-        _fail(TRUNCATED)
+        _fail(BAD_SIZE)
     if hdr.checksum:
         body = payload[CONTAINER_HEADER_SIZE:total]
         if hdr.checksum != max(checksum32buf(body), 1):
@@ -299,7 +301,7 @@ def decode_container(
         raise RemoteProtocolError(f"bad headers - hm = {hdr.hm}")
     total = hdr.total_size
     if len(payload) < total:
-        raise RemoteProtocolError(TRUNCATED)
+        raise RemoteProtocolError(BAD_SIZE)
     offs = _offsets(payload, hdr.count)
     _check_offsets(offs, hdr.size, hdr.header_size)
     start = CONTAINER_HEADER_SIZE + 4 * hdr.count
