@@ -178,3 +178,24 @@ def test_split_statements_respects_quotes_and_comments():
 def test_empty_message_is_rejected():
     with pytest.raises(StoreMessageError):
         StoreMessage(2, 10, (b"  ",))
+
+
+async def test_concurrent_duplicates_apply_once(db):
+    setup = await Connection.open(db)
+    await ensure_schema(setup, today=DAY)
+    a, b = await Connection.open(db), await Connection.open(db)
+    msg = StoreMessage(3, 10, (b"set @x = getIdOrInsertUA('dup'); INSERT INTO system (type, content) VALUES ('d', @x)",))
+    outcomes = []
+
+    async def apply(conn: Connection) -> None:
+        outcomes.append((await apply_store_message(conn, msg)).applied)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(apply, a)
+            nursery.start_soon(apply, b)
+        assert sorted(outcomes) == [False, True]
+        assert (await setup.execute("SELECT count(*) FROM system WHERE type = 'd'")).rows == [(b"1",)]
+    finally:
+        for conn in (a, b, setup):
+            await conn.aclose()
