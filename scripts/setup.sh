@@ -8,6 +8,8 @@ need_apt=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so ' || need_apt+=(libpcap-dev)
 ldconfig -p 2>/dev/null | grep -q 'liblzo2\.so\.2' || need_apt+=(liblzo2-2)
+# libsnappy: byte-identical packet-block compression with the reference (vmproto/wire/_snappy.py)
+ldconfig -p 2>/dev/null | grep -q 'libsnappy\.so\.1' || need_apt+=(libsnappy1v5)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing system packages: ${need_apt[*]}" >&2
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -117,3 +117,16 @@ def test_lz4_block_read_as_snappy_fails_like_the_reference():
     packed = pb_compress(PbCompression.LZ4, bytes(range(200)) * 5)
     with pytest.raises(RemoteProtocolError, match="snappy_uncompress"):
         pb_decompress(PbCompression.SNAPPY, packed, 1000)
+
+
+def test_snappy_uses_the_c_library_and_falls_back(monkeypatch):
+    from vmproto.wire import _snappy
+
+    data = bytes(range(256)) * 40 + b"RTP" * 500
+    packed = pb_compress(PbCompression.SNAPPY, data)
+    assert pb_decompress(PbCompression.SNAPPY, packed, len(data)) == data
+    if _snappy.available():
+        assert packed == _snappy.compress(data)
+    monkeypatch.setattr(_snappy, "_lib", None)
+    fallback = pb_compress(PbCompression.SNAPPY, data)
+    assert pb_decompress(PbCompression.SNAPPY, fallback, len(data)) == data

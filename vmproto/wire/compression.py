@@ -15,7 +15,7 @@ from enum import IntEnum
 import cramjam
 import zstandard
 
-from . import _lzo
+from . import _lzo, _snappy
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -247,6 +247,8 @@ def pb_compress(method: PbCompression, data: bytes | bytearray | memoryview) -> 
     """Compress a packet data area: raw snappy or LZ4 block, no size prefix (spec §9)."""
     method = PbCompression(method)
     if method is PbCompression.SNAPPY:
+        if _snappy.available():  # byte-identical with the reference's encoder (see _snappy.py)
+            return _snappy.compress(bytes(data))
         return bytes(cramjam.snappy.compress_raw(bytes(data)))
     return bytes(cramjam.lz4.compress_block(bytes(data), store_size=False))
 
