@@ -112,3 +112,11 @@ def test_reader_is_single_use():
     assert reader.next_opening().type_connection == PACKETBUFFER
     with pytest.raises(LocalProtocolError):
         reader.next_opening()
+
+
+def test_raw_remainder_keeps_what_the_reference_skips():
+    reader = OpeningReader()
+    reader.receive_data(b'{"type_connection":"response","gui_task_id":"1:2"}\r\n\n\rCIPHER')
+    opening = reader.next_opening()
+    assert opening.remainder == b"CIPHER"
+    assert opening.raw_remainder == b"\n\rCIPHER"

@@ -62,7 +62,9 @@ class Opening:
 
     ``text`` is the command text (decrypted for AES), ``fields`` its JSON object, ``aes_cipher`` the
     manager cipher name when the line was AES-wrapped, ``remainder`` the bytes that followed the
-    terminator (kept only for ``response``, where they begin the AES stream; empty otherwise).
+    terminator (kept only for ``response``, where they begin the AES stream; empty otherwise) after the
+    reference's CR/LF skipping, and ``raw_remainder`` the same bytes before that skipping (spec §16: the skip
+    can eat ciphertext; a peer that knows better uses this one).
     """
 
     text: bytes
@@ -70,6 +72,7 @@ class Opening:
     type_connection: str = ""
     aes_cipher: str | None = None
     remainder: bytes = b""
+    raw_remainder: bytes = b""
 
     def get_text(self, name: str) -> str:
         """Return a field as the reference reads it (json_object_get_string; ``""`` when missing)."""
@@ -154,9 +157,10 @@ class OpeningReader:
         self._buf = bytearray()
         is_aes = _is_aes(buf)
         end_pos = buf.find(_SEA if is_aes else _CRLF)
-        remainder = b""
+        remainder = raw_remainder = b""
         if end_pos >= 0:
-            begin = end_pos + (4 if is_aes else 0)
+            begin = end_pos + (4 if is_aes else 2)
+            raw_remainder = buf[begin:]
             # The reference skips every CR/LF after the terminator -- even when they are the first
             # bytes of a response's ciphertext (spec §16 quirk); we do the same to stay compatible.
             while begin < len(buf) and buf[begin] in (0x0A, 0x0D):
@@ -180,11 +184,12 @@ class OpeningReader:
         if type_connection not in CONNECTION_TYPES:
             raise RemoteProtocolError("unknown type_connection")
         if type_connection != RESPONSE:
-            remainder = b""
+            remainder = raw_remainder = b""
         return Opening(
             text=text,
             fields=fields,
             type_connection=type_connection,
             aes_cipher=cipher,
             remainder=remainder,
+            raw_remainder=raw_remainder,
         )

@@ -35,8 +35,6 @@ __all__ = ["ResponseClient", "ResponseServer", "ResponsesClient", "ResponsesServ
 
 MISSING_TASK_ID = "missing gui task id"
 UNKNOWN_TASK_ID = "unknown gui task id"
-_CRLF = b"\r\n"
-_SEA = b":sea"
 
 
 def _key_bytes(aes_ckey: str, aes_ivec: str) -> tuple[bytes, bytes]:
@@ -87,20 +85,17 @@ class ResponseServer(Connection):
         super().__init__(**caps)
         self._skip_crlf = skip_remainder_crlf
         self._reader: OpeningReader | None = OpeningReader(max_size=self._opening_max)
-        self._raw_head = bytearray()  # what went into the reader, to recover the unskipped remainder
         self._pending = bytearray()  # stream bytes that arrived before the keys
         self._decryptor: AesStreamDecryptor | None = None
         self._after_keys: bytes | None = None
         self.opening: Opening | None = None
         self.gui_task_id = ""
         if opening is not None:
-            self._accept(opening, opening.remainder)
+            self._accept(opening, self._remainder_of(opening))
 
     def _feed(self, data: bytes) -> None:
         if self._reader is not None:
             self._reader.receive_data(data)
-            if not self._skip_crlf:
-                self._raw_head += data
             return
         self._stream_in(data)
 
@@ -120,16 +115,11 @@ class ResponseServer(Connection):
             opening = self._reader.next_opening()
             if opening is None:
                 return
-            remainder = opening.remainder
-            if not self._skip_crlf:
-                remainder = self._unskipped_remainder(opening)
-            self._accept(opening, remainder)
+            self._accept(opening, self._remainder_of(opening))
 
-    def _unskipped_remainder(self, opening: Opening) -> bytes:
-        raw = bytes(self._raw_head)
-        self._raw_head = bytearray()
-        end = raw.find(_SEA if opening.aes_cipher is not None else _CRLF)
-        return raw[end + (4 if opening.aes_cipher is not None else 2):] if end >= 0 else b""
+    def _remainder_of(self, opening: Opening) -> bytes:
+        # spec §16: the reference skips CR/LF after the line even when they are ciphertext; optional here.
+        return opening.remainder if self._skip_crlf else opening.raw_remainder
 
     def _accept(self, opening: Opening, remainder: bytes) -> None:
         if opening.type_connection != self.connection_type:
