@@ -12,9 +12,9 @@ The model follows the reference's RTP reader (counting, loss, jitter, delay and 
   that length to `slost` (1..9, 10 = ten or more); each decrease counts as reordered.
 * Delay buckets d50..d300 count packets whose |D| (ms, truncated) falls in each range.
 * MOS follows the reference's interval scheme (10 s intervals, evaluated 20 packets later, minimum starting at
-  4.5) with its E-model for G.711 with PLC. The loss histogram comes from sequence gaps only: the reference
-  feeds it from simulated jitter buffers, which additionally drop late packets. Intervals with fewer than five
-  lost packets score 4.5 in both models, which is every interval of the corpus.
+  4.5) with its E-model for G.711 with PLC. Each of the three figures has its own loss histogram, filled by
+  a simulated receiver (`vmproto.sensor.calls.jitter`: fixed 50 ms, fixed 200 ms, adaptive), so frames that
+  arrive too late for that receiver count as lost there and not in the others.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass, field
+
+from vmproto.sensor.calls.jitter import PlayoutChannel, new_mos_channels
 
 __all__ = ["RtpHeader", "parse_rtp_header", "RtpStream", "PAYLOAD_TELEVENT", "is_rtcp"]
 
@@ -100,7 +102,7 @@ def _mos_g711(ppl: float, burstr: float) -> float:
 class _MosChannel:
     """Loss-burst histogram of one MOS model and its interval bookkeeping."""
 
-    loss: list[int] = field(default_factory=lambda: [0] * 128)
+    loss: list[int] = field(default_factory=lambda: [0] * 128)  # shared with the PlayoutChannel
     last_loss: list[int] = field(default_factory=lambda: [0] * 128)
     last_received: int = 0
     minimum: int = 45
@@ -193,8 +195,12 @@ class RtpStream:
         self._prev_sid = False
         self.avg_ptime = 0.0
         self._avg_ptime_count = 0
-        # MOS
-        self.mos = [_MosChannel(), _MosChannel(), _MosChannel()]
+        # MOS: three simulated receivers (F1, F2, adaptive), each filling its own loss-burst histogram
+        self.playout: tuple[PlayoutChannel, ...] = new_mos_channels()
+        self.mos = [_MosChannel(loss=ch.loss) for ch in self.playout]
+        self._lastcng = False
+        self._last_stamp = 0
+        self._timestamp = 0
         self._mos_time_ms = 0
         self._last_save_mos_ms = 0
         self._save_mos_wait = 0
@@ -221,6 +227,7 @@ class RtpStream:
             self.forcemark_used += 1
         if hdr.payload_len < 0:
             return False
+        self._timestamp = hdr.timestamp
         seq = hdr.seq
         if seq == self.last_seq and not (not self.last_markbit and hdr.marker):
             return False
@@ -238,22 +245,37 @@ class RtpStream:
             if self.codec == -1:
                 return False
         codec = self.codec
+        if self.last_seq != -1 and (self.last_seq + 1) & 0xFFFF != seq:
+            rate_ms = self.samplerate // 1000
+            if self._last_stamp == (hdr.timestamp - rate_ms * self.packetization) & 0xFFFFFFFF:
+                # A sequence gap whose timestamp says nothing is missing: a restarted sender, not loss.
+                self._restart_playout()
+            else:
+                self._last_stamp = (hdr.timestamp - rate_ms * self.packetization) & 0xFFFFFFFF
         if hdr.marker:
             self._rebase(seq)
+        if self.lastframetype == _DTMF and codec != PAYLOAD_TELEVENT:
+            self._restart_playout()
         if cur in (13, 19):
+            self._lastcng = True
             return self._short_path(seq, ts_us, hdr, _VOICE, set_prev=True)
         if cur == _G729 and (hdr.payload_len <= (9 if self.packetization in (10, 0) else 12)
                              or hdr.payload_len + hdr.padding_len in (22, 32)):
+            self._lastcng = True
             return self._short_path(seq, ts_us, hdr, _VOICE, set_prev=False)
         if codec == PAYLOAD_TELEVENT:
+            self._lastcng = False
             return self._short_path(seq, ts_us, hdr, _DTMF, set_prev=True)
         if forcemark_by_owner:
+            # A re-INVITE restarts the receivers: a gap across it is not loss.
+            self._restart_playout()
             self._rebase(seq)
         if cur != self.prev_payload and codec not in (13, 19) and self.prev_codec not in (13, 19):
             self.samplerate = _SAMPLERATE.get(codec, 8000)
         if self.first_codec < 0 and codec not in (PAYLOAD_TELEVENT, 13, 19):
             self.first_codec = codec
-        self._update_packetization(seq, cur, codec, hdr)
+        if self._update_packetization(seq, cur, codec, hdr):
+            self._play(ts_us, seq, cur, hdr)
         self.prev_payload = cur
         self.prev_codec = codec
         self._prev_sid = self._sid
@@ -261,6 +283,7 @@ class RtpStream:
         if self._update_seq(seq, ts_us):
             self._update_stats(ts_us, hdr.timestamp, hdr.marker)
         self.lastframetype = _VOICE
+        self._lastcng = False
         self.last_seq = seq
         if self.packetization > 0:
             self._avg_ptime_count += 1
@@ -270,6 +293,26 @@ class RtpStream:
         if forcemark_by_owner:
             self._forcemark2 = True
         return True
+
+    def _restart_playout(self) -> None:
+        for ch in self.playout:
+            ch.destroy()
+
+    def _play(self, ts_us: int, seq: int, cur: int, hdr: RtpHeader) -> None:
+        """Feed one voice packet to the three simulated receivers (before this packet's state updates)."""
+        ptime = self.packetization
+        if ptime <= 1:
+            return
+        div = _SAMPLERATE.get(self.codec, 8000) // 1000
+        marker = hdr.marker or self._lastcng or self.lastframetype == _DTMF
+        after_voice = self.lastframetype == _VOICE
+        frame_ts = hdr.timestamp // div
+        prev_ts = self._last_ts // div
+        sid = cur == _G723 and bool(hdr.first_payload_byte & 2)
+        for ch in self.playout:
+            if sid and ch.created:
+                continue  # G.723 silence descriptors are not played once a receiver runs
+            ch.packet(ts_us, frame_ts, prev_ts, seq, self.last_seq, marker, after_voice, ptime)
 
     def _rebase(self, seq: int) -> None:
         self.cycles = self.cycles - self.base_seq + self.max_seq
@@ -286,7 +329,9 @@ class RtpStream:
         self.lastframetype = frametype
         return True
 
-    def _update_packetization(self, seq: int, cur: int, codec: int, hdr: RtpHeader) -> None:
+    def _update_packetization(self, seq: int, cur: int, codec: int, hdr: RtpHeader) -> bool:
+        """Update the packetization estimate; return True when the reference plays this packet through its
+        simulated receivers (once the estimate is usable)."""
         plen = hdr.payload_len
         consecutive = self._last_ts != 0 and seq == (self.last_seq + 1) & 0xFFFF
         ts_delta = (hdr.timestamp - self._last_ts) & 0xFFFFFFFF
@@ -317,6 +362,8 @@ class RtpStream:
                 self.packetization = self._default_packetization = ap
                 if ap >= 10:
                     self._ptime_iter = 10
+                    return True
+            return False
         elif self._ptime_iter == 1:
             if consecutive and self.prev_codec != PAYLOAD_TELEVENT and not self._sid and not self._prev_sid:
                 if cur == _G729:
@@ -326,13 +373,14 @@ class RtpStream:
                 else:
                     p = ts_delta // rate_ms if rate_ms else 0
                 p = (p + self._last_packetization) // 2
+                self.packetization = p
                 if p <= 0 or hdr.marker:
                     self._ptime_iter = 0
-                else:
-                    self._ptime_iter += 1
-                self.packetization = p
-            else:
-                self._ptime_iter = 0
+                    return False
+                self._ptime_iter += 1
+                return True
+            self._ptime_iter = 0
+            return False
         else:
             if consecutive and not hdr.marker:
                 if cur == _G729:
@@ -360,6 +408,7 @@ class RtpStream:
                     self._change_ptime_iter = 0
             if cur == _G723:
                 self.packetization = {24: 30, 48: 60, 72: 90}.get(plen, self.packetization)
+        return True
 
     @staticmethod
     def _g729_ptime(plen: int, ts_delta: int) -> int:
@@ -392,6 +441,7 @@ class RtpStream:
             self._rebase(seq)
         if self._first:
             self._first = False
+            self._last_stamp = self._timestamp
             self._init_seq(seq)
             self.max_seq = (seq - 1) & 0xFFFF
             self.probation = _MIN_SEQUENTIAL
@@ -464,14 +514,13 @@ class RtpStream:
         self.avgjitter = (self.avgjitter * (self.received - 1) + jitter) / self.received
         if self.maxjitter < jitter:
             self.maxjitter = jitter
+        self._last_stamp = timestamp
         if self._forcemark2:
             self.last_lost = lost
         else:
             if lost > self.last_lost:
                 burst = lost - self.last_lost
                 self.slost[burst if burst < 10 else 10] += 1
-                for ch in self.mos:
-                    ch.loss[min(burst, 127)] += 1
             elif lost < self.last_lost:
                 self.reordered += self.last_lost - lost
             if lost >= self.last_lost or self.lost >= self.last_lost - lost:
