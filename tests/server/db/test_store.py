@@ -11,7 +11,7 @@ import trio.testing
 from tests.conftest import REFERENCE, need_shared
 from tests.server.db.transcripts import expected_rows, store_messages
 from vmproto.server.db.connection import Connection, Pool, quote_identifier
-from vmproto.server.db.errors import SqlError, StoreMessageError
+from vmproto.server.db.errors import ConnectionLostError, SqlError, StoreMessageError
 from vmproto.server.db.schema import ensure_schema
 from vmproto.server.db.store import (
     StoreMessage,
@@ -139,7 +139,14 @@ async def test_writer_commits_before_returning_and_reports_queue(db):
 
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(writer.run)
+            # The writer gets its own cancel scope so stopping it leaves the submitters running.
+            writer_scope = trio.CancelScope()
+
+            async def run_writer(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with writer_scope:
+                    await writer.run(task_status=task_status)
+
+            await nursery.start(run_writer)
             # Hold the table so the writer cannot finish its first message: all five stay queued.
             await conn.execute("LOCK TABLES system WRITE")
             async with trio.open_nursery() as inner:
@@ -156,7 +163,25 @@ async def test_writer_commits_before_returning_and_reports_queue(db):
             assert got.rows == [(b"5",)]
             with pytest.raises(StoreMessageError):
                 await writer.submit(StoreMessage(2, 10, (b"SELECT 1",)))
-            nursery.cancel_scope.cancel()
+            # Messages queued behind a stopped writer fail instead of hanging.
+            await conn.execute("LOCK TABLES system WRITE")
+            failures = []
+
+            async def doomed(i: int) -> None:
+                with pytest.raises(ConnectionLostError):
+                    await one(100 + i)
+                failures.append(i)
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(doomed, 0)
+                inner.start_soon(doomed, 1)
+                await trio.testing.wait_all_tasks_blocked(cushion=0.2)
+                writer_scope.cancel()
+            await conn.execute("UNLOCK TABLES")
+            assert sorted(failures) == [0, 1]
+            with pytest.raises(ConnectionLostError):
+                await one(200)
+        assert writer.queue_length == 0
     finally:
         await pool.aclose()
         await conn.aclose()

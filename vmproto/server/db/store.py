@@ -239,6 +239,7 @@ class StoreWriter:
         self._queued = 0
         self.applied = 0
         self.duplicates = 0
+        self._stopped = False
 
     @property
     def queue_length(self) -> int:
@@ -258,6 +259,8 @@ class StoreWriter:
         """
         if message.id_main != self.id_main:
             raise StoreMessageError(f"message for id_main {message.id_main} sent to writer {self.id_main}")
+        if self._stopped:
+            raise ConnectionLostError("store writer is stopped")
         pending = _Pending()
         self._queued += 1
         try:
@@ -273,21 +276,32 @@ class StoreWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Execute queued messages forever (until cancelled)."""
         task_status.started()
-        async for message, pending in self._receive:
-            try:
-                pending.result = await self._execute(message)
-                if pending.result.applied:
-                    self.applied += 1
-                else:
-                    self.duplicates += 1
-            except DatabaseError as exc:
-                log.error("store: sensor %d id_main %d failed: %s", message.id_sensor, message.id_main, exc)
-                pending.error = exc
-            except BaseException as exc:
-                pending.error = ConnectionLostError(f"store writer stopped: {exc!r}")
+        try:
+            async for message, pending in self._receive:
+                try:
+                    pending.result = await self._execute(message)
+                    if pending.result.applied:
+                        self.applied += 1
+                    else:
+                        self.duplicates += 1
+                except DatabaseError as exc:
+                    log.error("store: sensor %d id_main %d failed: %s", message.id_sensor, message.id_main, exc)
+                    pending.error = exc
+                except BaseException as exc:
+                    pending.error = ConnectionLostError(f"store writer stopped: {exc!r}")
+                    pending.done.set()
+                    raise
                 pending.done.set()
-                raise
-            pending.done.set()
+        finally:
+            # Submitters still waiting must not hang once the writer is gone.
+            self._stopped = True
+            while True:
+                try:
+                    _message, pending = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                pending.error = ConnectionLostError("store writer stopped before the message ran")
+                pending.done.set()
 
     async def _execute(self, message: StoreMessage) -> StoreResult:
         backoff = 0.1
