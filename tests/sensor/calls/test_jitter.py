@@ -76,3 +76,20 @@ def test_adaptive_history_percentile() -> None:
     # The first put resynchronised (delay 0); the others are d - 0 relative to it.
     jb._history_get()
     assert (jb.min, jb.jitter) == (3, 93)
+
+
+def test_cdr_mos_models_differ_under_heavy_jitter() -> None:
+    """End to end: with up to 150 ms capture jitter only the 50 ms receiver drops frames, so MOS F1 falls
+    below 4.5 while F2 (200 ms) and the adaptive buffer stay at 4.5; sequence loss is the same for all."""
+    from vmproto.sensor.calls import CallAnalyzer
+    from vmproto.testing.callgen import CallSpec, generate_call
+
+    an = CallAnalyzer()
+    out = []
+    for p in generate_call(CallSpec(seed=5, jitter_ms=150, rtp_seconds=25)).packets:
+        out += an.feed(p)
+    out += an.finish()
+    a = out[0].a
+    assert a is not None
+    assert a.mos_f1_min_mult10 is not None and a.mos_f1_min_mult10 < 45
+    assert (a.mos_f2_min_mult10, a.mos_adapt_min_mult10) == (45, 45)
