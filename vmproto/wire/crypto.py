@@ -286,7 +286,7 @@ def rsa_encrypt(public_pem: bytes, plaintext: bytes) -> bytes:
         raise RemoteProtocolError("bad rsa key")
     limit = key.key_size // 8 - 11
     if len(plaintext) > limit:
-        raise LocalProtocolError(f"RSA plaintext too long: {len(plaintext)} > {limit} bytes")
+        raise LocalProtocolError(f"credentials too long: {len(plaintext)} > {limit} bytes for one RSA block")
     return key.encrypt(bytes(plaintext), asym_padding.PKCS1v15())
 
 
