@@ -122,6 +122,10 @@ class Connector:
             f"last error:[{last_error}]"
         )
 
+    def allow_log(self, key: str) -> bool:
+        """True at most once per minute per `key` (identical repeated failures, spec §14.2)."""
+        return self._limiter.allow(key, time.monotonic())
+
     def log_failure(self, what: str, exc: Exception) -> None:
         """Log a repeated failure at most once per minute per text (spec §14.2)."""
         key = f"{what}:{exc}"

@@ -319,9 +319,8 @@ class Journal:
     def _add_live(self, seg: _Segment, entry: JournalEntry) -> None:
         self._entries[entry.seq] = (seg, entry)
         seg.live.add(entry.seq)
-        size = len(entry.body)
-        seg.live_bytes += size
-        self.live_bytes += size
+        seg.live_bytes += len(entry.body) + _HEAD.size  # record bytes, comparable with the file size
+        self.live_bytes += len(entry.body)
 
     def _drop_live(self, seq: int) -> bool:
         item = self._entries.pop(seq, None)
@@ -329,7 +328,7 @@ class Journal:
             return False
         seg, entry = item
         seg.live.discard(seq)
-        seg.live_bytes -= len(entry.body)
+        seg.live_bytes -= len(entry.body) + _HEAD.size
         self.live_bytes -= len(entry.body)
         return True
 

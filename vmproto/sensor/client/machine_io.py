@@ -80,7 +80,10 @@ class MachineStream:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ChannelLost(f"read failed: {exc!r}") from None
             if data is None:
-                machine.handle_timer(max(self.clock(), deadline or 0.0))
+                # Timer actions may write (a server's ping); client machines only close.
+                out = machine.handle_timer(max(self.clock(), deadline or 0.0))
+                if out:
+                    await self.send_raw(out)
                 continue
             self.bytes_in += len(data)
             try:
