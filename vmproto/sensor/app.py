@@ -1,0 +1,314 @@
+"""The sensor process: capture → decode → call analysis → spool + CDR sinks, and the manager port.
+
+Everything runs in one Trio nursery:
+
+* capture: a live interface (`interface`), or a capture file (`-r`) replayed as fast as the pipeline takes it;
+  batches go through a bounded channel, so a slow consumer slows the reader instead of growing memory;
+* pipeline: decodes each batch, feeds the call analysis, whose hooks queue per-call packets for the spool
+  writer and collect finished CDRs, which go to every CDR sink;
+* spool writer, spool cleaner, CDR sinks (classic MariaDB writer now; the C/S store client later, through
+  the same `CdrSink` interface), manager port.
+
+End of a `-r` file: every open call is closed as at the end of the reference's replay (`finish`), the
+spool is flushed and every CDR committed; the exit status says whether all of that succeeded. SIGTERM /
+SIGINT: capture stops, open calls are closed as a forced stop (`terminate`, bye = 110, as the reference
+does when it is stopped), then the same flush and commit; exit 0 when everything was written.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from vmproto.keylog import KeyLog
+from vmproto.logs import log_event
+from vmproto.sensor.calls import AnalyzerConfig, CallAnalyzer
+from vmproto.sensor.capture import CaptureError, CaptureOptions
+from vmproto.sensor.capture.batch import PacketBatch
+from vmproto.sensor.capture.live import LiveCapture
+from vmproto.sensor.capture.replay import replay_file
+from vmproto.sensor.cdr.model import CdrRecord
+from vmproto.sensor.classic import ClassicCdrSink, SinkSummary, classic_mode, connect_params, load_manager_key
+from vmproto.sensor.decode import DecodeOptions, Decoder
+from vmproto.sensor.manager import CommandContext, ManagerServer
+from vmproto.sensor.spool import SpoolCleaner, SpoolIndex, SpoolOptionError, SpoolOptions, SpoolWriter
+from vmproto.wire.crypto import ManagerAesKey
+
+__all__ = ["CdrSink", "RunReport", "SensorApp", "SensorSetupError"]
+
+log = logging.getLogger("vmproto.sensor")
+
+
+class SensorSetupError(Exception):
+    """The sensor cannot start with this configuration (the message says which option and why)."""
+
+
+class CdrSink(Protocol):
+    """Where finished CDRs go. Implementations: `ClassicCdrSink` (MariaDB); the C/S store client.
+
+    `run` is started with `nursery.start`: it may fail before `task_status.started()` (e.g. the database
+    is unreachable) and then the sensor does not start. `submit` may wait (back-pressure). `aclose`
+    returns once every submitted CDR is durable or counted as failed in `summary`.
+    """
+
+    summary: SinkSummary
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+    async def submit(self, cdr: CdrRecord) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class RunReport:
+    """The outcome of a run; `problems` lists what was not done (empty → exit status 0)."""
+
+    packets: int = 0
+    records: int = 0
+    cdrs: int = 0
+    stopped_by_signal: str = ""
+    capture_error: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def decode_options(cfg: Any) -> DecodeOptions:
+    """Decoder options from the configuration (tunnel ports, HEP, IPFIX, AudioCodes, dedup)."""
+    return DecodeOptions(
+        udp_port_l2tp=int(cfg.get("udp_port_l2tp", 1701)), udp_port_tzsp=int(cfg.get("udp_port_tzsp", 37008)),
+        udp_port_vxlan=int(cfg.get("udp_port_vxlan", 4789)), audiocodes=bool(cfg.get("audiocodes", False)),
+        udp_port_audiocodes=int(cfg.get("udp_port_audiocodes", 925)),
+        tcp_port_audiocodes=int(cfg.get("tcp_port_audiocodes", 0)), hep=bool(cfg.get("hep", False)),
+        hep_bind_port=int(cfg.get("hep_bind_port", 9060)), ipfix=bool(cfg.get("ipfix", False)),
+        ipfix_bind_port=int(cfg.get("ipfix_bind_port", 4739)), deduplicate=bool(cfg.get("deduplicate", False)),
+    )
+
+
+def analyzer_config(cfg: Any) -> AnalyzerConfig:
+    """Call-analysis options from the configuration (`sipport`, `ipv6`, `id_sensor`)."""
+    id_sensor = int(cfg.get("id_sensor", -1))
+    return AnalyzerConfig(sip_ports=frozenset(cfg.get("sipport", (5060,))), ipv6=bool(cfg.get("ipv6", False)),
+                          id_sensor=id_sensor if id_sensor >= 0 else None)
+
+
+def manager_key_from_config(cfg: Any) -> ManagerAesKey | None:
+    """`manager_aes_key` / `manager_aes_iv` (base64), None when unset. Raises SensorSetupError when only one
+    is set or they are not valid base64 / too short."""
+    key, iv = cfg.get("manager_aes_key", ""), cfg.get("manager_aes_iv", "")
+    if not key and not iv:
+        return None
+    if not key or not iv:
+        raise SensorSetupError("manager_aes_key and manager_aes_iv must be set together")
+    try:
+        return ManagerAesKey.from_base64(key, iv)
+    except Exception as exc:  # noqa: BLE001 - LocalProtocolError: the message says what is wrong
+        raise SensorSetupError(f"manager_aes_key/manager_aes_iv: {exc}") from None
+
+
+class SensorApp:
+    """One sensor process. `await app.run()` returns a RunReport; `problems` empty means success.
+
+    `replay`: a capture file to process instead of live capture. `sinks`: CDR sinks to use instead of
+    the ones the configuration implies (tests, embedding).
+    """
+
+    def __init__(self, cfg: Any, *, replay: Path | None = None, sinks: list[CdrSink] | None = None,
+                 on_started: Callable[[SensorApp], None] | None = None, keylog: KeyLog | None = None) -> None:
+        self.cfg = cfg
+        self.replay = replay
+        # Handed to the C/S client connections (none in classic mode).
+        self.keylog = keylog
+        self.on_started = on_started
+        self.report = RunReport()
+        self.spool_options = _spool_options(cfg)
+        self.index = SpoolIndex()
+        self.spool = SpoolWriter(self.spool_options, self.index)
+        self.decoder = Decoder(decode_options(cfg))
+        self.analyzer = CallAnalyzer(analyzer_config(cfg), on_call_packet=self._on_call_packet,
+                                     on_call_closed=self._on_call_closed)
+        self._spool_on = self.spool_options.enabled
+        self._closed: list[CdrRecord] = []
+        self.sinks: list[CdrSink] = list(sinks) if sinks is not None else self._default_sinks()
+        self.manager_key = manager_key_from_config(cfg)
+        self._db_manager_key: ManagerAesKey | None = None
+        self.manager_addrs: list[tuple[str, int]] = []
+        self._capture_scope = trio.CancelScope()
+        self._stop_signal = ""
+
+    def _default_sinks(self) -> list[CdrSink]:
+        if not classic_mode(self.cfg):
+            return []
+        id_sensor = int(self.cfg.get("id_sensor", -1))
+        return [ClassicCdrSink(connect_params(self.cfg), id_sensor=id_sensor,
+                               partitioned=bool(self.cfg.get("cdr_partition", True)))]
+
+    # ---- analysis hooks (synchronous, hot path) -------------------------------------------------------------
+
+    def _on_call_packet(self, call: Any, pkt: Any, kind: str) -> None:
+        if self._spool_on:
+            self.spool.on_packet(call, pkt, kind)
+
+    def _on_call_closed(self, call: Any, cdr: CdrRecord) -> None:
+        if self._spool_on:
+            self.spool.on_call_closed(call)
+        self._closed.append(cdr)
+
+    # ---- run ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        """Run until the capture file ends or a signal stops the sensor. Raises DatabaseError / OSError /
+        SensorSetupError when a service cannot start."""
+        live: LiveCapture | None = None
+        if self.replay is None:
+            live = self._open_live()
+        try:
+            async with trio.open_nursery() as nursery:
+                opts = self.spool_options
+                cleaner = SpoolCleaner(opts.spooldirs, self.index, opts.limits, interval=opts.cleanspool_interval,
+                                       busy_units=self.spool.busy_units)
+                if opts.cleanspool:
+                    await nursery.start(cleaner.run)
+                await nursery.start(self.spool.run)
+                for sink in self.sinks:
+                    await nursery.start(sink.run)
+                await self._start_manager(nursery)
+                nursery.start_soon(self._signals)
+                send, receive = trio.open_memory_channel[PacketBatch](8)
+                nursery.start_soon(self._capture, send, live)
+                if self.on_started is not None:
+                    self.on_started(self)
+                await self._pipeline(receive)
+                await self._finish()
+                nursery.cancel_scope.cancel()
+        finally:
+            if live is not None:
+                live.close()
+        self._summarise()
+        return self.report
+
+    def stop(self, reason: str = "stop") -> None:
+        """Stop capturing; open calls are then closed as a forced stop and everything is flushed."""
+        self._stop_signal = reason
+        self._capture_scope.cancel()
+
+    def _open_live(self) -> LiveCapture:
+        interfaces = self.cfg.get("interface", ()) or ("any",)
+        try:
+            options = CaptureOptions(interface=",".join(interfaces), promisc=bool(self.cfg.get("promisc", True)),
+                                     filter=str(self.cfg.get("filter", "")),
+                                     snaplen=int(self.cfg.get("snaplen", 0)) or 3200)
+            live = LiveCapture(options)
+            live.open()
+        except CaptureError as exc:
+            raise SensorSetupError(f"cannot capture on {','.join(interfaces)}: {exc}") from None
+        return live
+
+    async def _start_manager(self, nursery: trio.Nursery) -> None:
+        port = int(self.cfg.get("managerport", 5029))
+        if port <= 0:
+            return
+        layout = self.spool.layout
+        ctx = CommandContext(layout=layout)
+        server = ManagerServer(ctx, key_source=lambda: self.manager_key or self._db_manager_key,
+                               enable_unencrypted=bool(self.cfg.get("manager_enable_unencrypted", False)))
+        if self.manager_key is None:
+            for sink in self.sinks:
+                if isinstance(sink, ClassicCdrSink):
+                    self._db_manager_key = await load_manager_key(sink.pool)
+        self.manager_addrs = await nursery.start(server.serve, str(self.cfg.get("managerip", "127.0.0.1")), port)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                log_event(log, logging.INFO, "stopping", signal=name)
+                self.stop(name)
+                return
+
+    async def _capture(self, send: trio.MemorySendChannel[PacketBatch], live: LiveCapture | None) -> None:
+        async with send:
+            with self._capture_scope:
+                try:
+                    if self.replay is not None:
+                        n = await replay_file(self.replay, send)
+                        log_event(log, logging.INFO, "capture file read", file=str(self.replay), packets=n)
+                    else:
+                        assert live is not None
+                        raw_send, raw_receive = trio.open_memory_channel[tuple[str, PacketBatch]](8)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(live.run, raw_send)
+                            async for _name, batch in raw_receive:
+                                await send.send(batch)
+                except (CaptureError, OSError) as exc:
+                    self.report.capture_error = str(exc)
+                    log_event(log, logging.ERROR, "capture failed", error=str(exc))
+
+    async def _pipeline(self, receive: trio.MemoryReceiveChannel[PacketBatch]) -> None:
+        decode = self.decoder.decode_batch
+        feed = self.analyzer.feed
+        report = self.report
+        async with receive:
+            async for batch in receive:
+                records = decode(batch.linktype, batch.ts_ns, batch.frames)
+                report.packets += len(batch.frames)
+                report.records += len(records)
+                for pkt in records:
+                    feed(pkt)
+                await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        if self._closed:
+            closed, self._closed = self._closed, []
+            self.report.cdrs += len(closed)
+            for cdr in closed:
+                for sink in self.sinks:
+                    await sink.submit(cdr)
+        await self.spool.maybe_flush()
+
+    async def _finish(self) -> None:
+        # Shielded: a second signal must not cut the flush and commit short.
+        with trio.CancelScope(shield=True):
+            if self._stop_signal:
+                self.analyzer.terminate()
+                self.report.stopped_by_signal = self._stop_signal
+            else:
+                self.analyzer.finish()
+            await self._hand_over()
+            await self.spool.aclose()
+            for sink in self.sinks:
+                await sink.aclose()
+
+    def _summarise(self) -> None:
+        r = self.report
+        if r.capture_error:
+            r.problems.append(f"capture failed: {r.capture_error}")
+        st = self.spool.stats
+        if st.write_errors:
+            r.problems.append(f"spool: {st.write_errors} write errors; per-call captures are incomplete")
+        for sink in self.sinks:
+            s = sink.summary
+            if s.failed:
+                r.problems.append(f"{len(s.failed)} of {s.submitted} CDRs not stored: " + "; ".join(s.failed[:5]))
+            if s.outstanding:
+                r.problems.append(f"{s.outstanding} of {s.submitted} CDRs not committed")
+        committed = sum(s.summary.committed + s.summary.duplicates for s in self.sinks)
+        log_event(log, logging.INFO, "sensor stopped", packets=r.packets, records=r.records, cdrs=r.cdrs,
+                  cdrs_committed=committed, spool_packets=st.packets, spool_files=st.files_closed,
+                  signal=r.stopped_by_signal or "-", ok=r.ok)
+
+
+def _spool_options(cfg: Any) -> SpoolOptions:
+    try:
+        return SpoolOptions.from_config(cfg)
+    except SpoolOptionError as exc:
+        raise SensorSetupError(str(exc)) from None
