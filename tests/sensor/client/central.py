@@ -19,7 +19,6 @@ from vmproto.wire.crypto import generate_rsa_key
 from vmproto.wire.errors import ProtocolError
 from vmproto.wire.pbstore import decode_container, peek_header
 from vmproto.wire.service import ServiceServer
-from vmproto.wire.store_msg import queue_full_usleep
 
 PASSWORD = "testpw"
 
@@ -72,8 +71,9 @@ class Central:
     _task_wakeup: trio.Event = field(default_factory=trio.Event)
     _conn_no: int = 0
 
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED, port: int = 0) -> None:
-        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED, port: int = 0,
+                    host: str = "127.0.0.1") -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started(self.port)
         await trio.serve_listeners(self._handle, listeners)
@@ -272,6 +272,3 @@ class Central:
     def counters(self) -> list[int]:
         return [peek_header(p).counter for p in self.pb_blocks]
 
-
-async def queue_full_value() -> int:
-    return queue_full_usleep(1000, 0)
