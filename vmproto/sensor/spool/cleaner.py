@@ -55,6 +55,7 @@ class CleanupAction:
 @dataclass(slots=True)
 class _Unit:
     start: int
+    busy: bool
     types: dict[str, UnitUsage] = field(default_factory=dict)
 
     def size(self, size_class: str | None = None) -> int:
@@ -71,11 +72,13 @@ def plan_cleanup(snapshot: dict[tuple[int, str], dict[str, UnitUsage]], limits: 
     by_spool: dict[int, dict[str, _Unit]] = {}
     for (si, unit), types in snapshot.items():
         start = unit_start(unit)
-        if start is None or unit in busy_units:
+        if start is None:
             continue
-        by_spool.setdefault(si, {})[unit] = _Unit(start, {t: UnitUsage(u.bytes, u.files) for t, u in types.items()})
+        # Busy units count towards the totals but are never deleted.
+        by_spool.setdefault(si, {})[unit] = _Unit(start, unit in busy_units,
+                                                  {t: UnitUsage(u.bytes, u.files) for t, u in types.items()})
     for si, units in sorted(by_spool.items()):
-        order = sorted(units, key=lambda u: units[u].start)
+        order = sorted((u for u in units if not units[u].busy), key=lambda u: units[u].start)
 
         def drop(unit: str, reason: str, size_class: str | None = None, *, _si: int = si,
                  _units: dict[str, _Unit] = units) -> None:
@@ -152,8 +155,10 @@ def execute_plan(roots: tuple[Path, ...], index: SpoolIndex, actions: list[Clean
         for _ in range(3):
             try:
                 os.rmdir(parent)
+            except FileNotFoundError:
+                pass
             except OSError:
-                break
+                break  # not empty: the levels above are not either
             parent = parent.parent
     return freed
 
