@@ -97,31 +97,63 @@ async def test_resend_is_applied_once_per_sensor(db):
         assert not (await apply_store_message(conn, msg)).applied
         # Same SQL from another sensor is another message.
         other = StoreMessage(id_sensor=8, id_main=99, queries=msg.queries)
-        with pytest.raises(SqlError) as info:  # duplicate primary key in sensors: the SQL really ran again
-            await apply_store_message(conn, other)
-        assert info.value.errno == 1062
+        result = await apply_store_message(conn, other)
+        # It really ran again: the duplicate primary key in sensors is its (permanent) unit error.
+        assert result.applied and [(i, errno) for i, errno, _ in result.failed] == [(0, 1062)]
         rows = (await conn.execute("SELECT count(*) FROM vmproto_store_applied")).rows
-        assert rows == [(b"1",)]  # the failed message left no digest behind
+        assert rows == [(b"2",)]
     finally:
         await conn.aclose()
 
 
-async def test_failed_message_is_rolled_back_entirely(db):
+async def _count(conn: Connection, table: str) -> int:
+    return int((await conn.execute(f"SELECT count(*) FROM {quote_identifier(table)}")).rows[0][0])
+
+
+@pytest.mark.parametrize("procedural", [False, True], ids=["plain", "procedure"])
+async def test_permanent_error_drops_only_its_unit(db, procedural):
+    """spec §8.9 step 3: the failing unit is rolled back alone; the others commit with the dedup record."""
     conn = await Connection.open(db)
     try:
         await ensure_schema(conn, today=DAY)
-        msg = StoreMessage(
-            id_sensor=2, id_main=10,
-            queries=(b"INSERT INTO sensors (id_sensor) VALUES (1);\nINSERT INTO no_such_table VALUES (1);",),
+        # A second statement in a unit forces the generated-procedure path.
+        extra = b"; SET @vmp_t = 1" if procedural else b""
+        units = (
+            b"INSERT INTO sensors (id_sensor, name) VALUES (1, 'one')" + extra,
+            b"INSERT INTO sensors (id_sensor, name) VALUES (2, 'two')" + (b"; INSERT INTO no_such_table VALUES (1)"
+                                                                          if procedural else b"") ,
+            b"INSERT INTO sensors (id_sensor, name) VALUES (3, 'three')" + extra,
         )
+        if not procedural:
+            units = (units[0], b"INSERT INTO no_such_table VALUES (1)", units[2])
+        msg = StoreMessage(id_sensor=2, id_main=10, queries=units)
+        assert needs_procedure(msg.queries) is procedural
+        result = await apply_store_message(conn, msg)
+        assert result.applied and result.procedure is procedural
+        assert [(i, errno) for i, errno, _text in result.failed] == [(1, 1146)]
+        assert "no_such_table" in result.failed[0][2]
+        names = sorted(r[0] for r in (await conn.execute("SELECT name FROM sensors")).rows)
+        assert names == [b"one", b"three"]  # unit 1 left nothing behind, not even its first statement
+        assert await _count(conn, "vmproto_store_applied") == 1
+        assert not (await apply_store_message(conn, msg)).applied  # a resend is still applied once
+    finally:
+        await conn.aclose()
+
+
+async def test_transient_error_rolls_back_the_whole_message(db):
+    """spec §8.9 step 5: a deadlock (or lock wait timeout) fails the message so the sensor resends it."""
+    conn = await Connection.open(db)
+    try:
+        await ensure_schema(conn, today=DAY)
+        msg = StoreMessage(id_sensor=2, id_main=10, queries=(
+            b"INSERT INTO sensors (id_sensor, name) VALUES (1, 'one')",
+            b"SET @vmp_t = 1; SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'simulated deadlock'",
+        ))
         with pytest.raises(SqlError) as info:
             await apply_store_message(conn, msg)
-        assert info.value.errno == 1146
-        assert (await conn.execute("SELECT count(*) FROM sensors")).rows == [(b"0",)]
-        assert (await conn.execute("SELECT count(*) FROM vmproto_store_applied")).rows == [(b"0",)]
-        # Fixing the table makes the same message go through (no digest was kept).
-        await conn.execute("CREATE TABLE no_such_table (x int)")
-        assert (await apply_store_message(conn, msg)).applied
+        assert info.value.errno == 1213
+        assert await _count(conn, "sensors") == 0
+        assert await _count(conn, "vmproto_store_applied") == 0  # no digest: the resend will run
     finally:
         await conn.aclose()
 

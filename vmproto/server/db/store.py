@@ -10,6 +10,10 @@ same where it is needed and differs where the reference is weak:
   statements runs them directly (cheaper: no DDL per message).
 * Each message is one transaction, committed before `StoreWriter.submit` returns, so the server acks a
   sensor only for SQL that is durable (the reference acks on enqueue).
+* Each unit (the single body or one `L<len>:` item) is isolated (spec §8.9 step 3): a permanent SQL error
+  rolls back that unit only and is reported in `StoreResult.failed` (the reference, which acks before running
+  the SQL, loses such a statement too); a transient one (TRANSIENT_ERRNOS) rolls back the whole message and is
+  raised, so the central answers queue-full and the sensor resends.
 * Idempotence: the first statement of the transaction inserts (id_sensor, SHA-256 of id_main and the
   queries) into `vmproto_store_applied`. A resent message hits the primary key and is skipped; a
   concurrent duplicate waits on that row lock and is then skipped. The digest covers the queries only,
@@ -46,6 +50,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ER_DUP_ENTRY = 1062
+# Errors after which the same SQL can succeed later: the whole message is rolled back and the sensor told to
+# retry (spec §8.9 step 5): 1040 too many connections, 1205 lock wait timeout, 1213 deadlock, and missing
+# privileges (1044, 1142, 1143, 1370) -- an operator fixes grants; dropping the CDRs meanwhile would lose them.
+TRANSIENT_ERRNOS = frozenset({1040, 1044, 1142, 1143, 1205, 1213, 1370})
 
 
 class _WireStoreMessage(Protocol):
@@ -84,6 +92,8 @@ class StoreResult:
 
     applied: bool
     procedure: bool
+    # Units (index into the message's queries) dropped for a permanent SQL error: (index, errno, message).
+    failed: tuple[tuple[int, int, str], ...] = ()
 
 
 def message_digest(id_main: int, queries: Sequence[bytes]) -> bytes:
@@ -147,15 +157,42 @@ def needs_procedure(queries: Sequence[bytes]) -> bool:
 
 
 def procedure_body(queries: Sequence[bytes]) -> bytes:
-    """The queries joined as a procedure body: each ends with `;` (added when missing, as the reference
-    does) on its own line."""
-    parts = []
-    for q in queries:
+    """The queries as a procedure body, each unit isolated (spec §8.9 step 3).
+
+    Every unit runs in its own block: a savepoint before it, and an exit handler that, on a permanent error,
+    rolls back to the savepoint, appends `<index> <errno> <text>` to the session variable `@vmp_failed` and
+    carries on with the next unit. Transient errors (TRANSIENT_ERRNOS) are re-signalled so the whole message
+    is rolled back and retried. Each statement ends with `;` (added when missing, as the reference does).
+    """
+    blocks = []
+    transient = ",".join(str(n) for n in sorted(TRANSIENT_ERRNOS))
+    for index, q in enumerate(queries):
         q = q.rstrip()
         if not q:
             continue
-        parts.append(q if q.endswith(b";") else q + b";")
-    return b"\n".join(parts)
+        stmt = q if q.endswith(b";") else q + b";"
+        blocks.append(
+            b"BEGIN\n"
+            b"DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN\n"
+            b"GET DIAGNOSTICS CONDITION 1 @vmp_errno = MYSQL_ERRNO, @vmp_text = MESSAGE_TEXT;\n"
+            b"IF @vmp_errno IN (" + transient.encode() + b") THEN RESIGNAL; END IF;\n"
+            b"ROLLBACK TO SAVEPOINT vmp_unit;\n"
+            b"SET @vmp_failed = CONCAT_WS('\\n', @vmp_failed, CONCAT(" + str(index).encode()
+            + b", ' ', @vmp_errno, ' ', @vmp_text));\n"
+            b"END;\n"
+            b"SAVEPOINT vmp_unit;\n" + stmt + b"\nEND;"
+        )
+    return b"\n".join(blocks)
+
+
+def _parse_failed(value: bytes | None) -> tuple[tuple[int, int, str], ...]:
+    out = []
+    for line in (value or b"").split(b"\n"):
+        parts = line.split(b" ", 2)
+        if len(parts) == 3 and parts[0].isdigit():
+            out.append((int(parts[0]), int(parts[1]) if parts[1].isdigit() else 0,
+                        parts[2].decode("utf-8", "replace")))
+    return tuple(out)
 
 
 async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreResult:
@@ -165,7 +202,8 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
     digest makes that safe), StoreMessageError for unusable SQL.
     """
     use_proc = needs_procedure(message.queries)
-    statements: list[bytes] = []
+    units: list[list[bytes]] = []
+    failed: list[tuple[int, int, str]] = []
     proc_name = ""
     if use_proc:
         session = (await conn.execute("SELECT CONNECTION_ID()")).rows[0][0] or b"0"
@@ -178,8 +216,7 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
             privilege="CREATE ROUTINE",
         )
     else:
-        for q in message.queries:
-            statements += split_statements(q)
+        units = [split_statements(q) for q in message.queries]
     applied = False
     await conn.execute("START TRANSACTION")
     try:
@@ -196,10 +233,12 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
                      message.id_sensor, message.id_main)
         else:
             if use_proc:
+                await conn.execute("SET @vmp_failed = NULL")
                 await conn.execute_all(f"CALL {proc_name}()", privilege="EXECUTE")
+                failed = list(_parse_failed((await conn.execute("SELECT @vmp_failed")).rows[0][0]))
             else:
-                for stmt in statements:
-                    await conn.execute(stmt)
+                for index, unit in enumerate(units):
+                    await _run_unit(conn, index, unit, failed)
             applied = True
         await conn.execute("COMMIT")
     except BaseException:
@@ -217,7 +256,25 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
                     await conn.execute(f"DROP PROCEDURE IF EXISTS {proc_name}")
                 except DatabaseError as exc:
                     log.warning("store: could not drop %s: %s", proc_name, exc)
-    return StoreResult(applied=applied, procedure=use_proc)
+    for index, errno, text in failed:
+        log.error("store statement failed: id_main %d unit %d errno %d: %s", message.id_main, index, errno, text)
+    return StoreResult(applied=applied, procedure=use_proc, failed=tuple(failed))
+
+
+async def _run_unit(conn: Connection, index: int, statements: list[bytes],
+                    failed: list[tuple[int, int, str]]) -> None:
+    """Run one unit under a savepoint; a permanent error drops only this unit (spec §8.9 step 3)."""
+    if not statements:
+        return
+    await conn.execute("SAVEPOINT vmp_unit")
+    try:
+        for stmt in statements:
+            await conn.execute(stmt)
+    except SqlError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise
+        await conn.execute("ROLLBACK TO SAVEPOINT vmp_unit")
+        failed.append((index, exc.errno, exc.message))
 
 
 class StoreWriter:
