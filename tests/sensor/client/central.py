@@ -16,7 +16,7 @@ from vmproto.wire import events as ev
 from vmproto.wire._state import State
 from vmproto.wire.acceptor import Acceptor
 from vmproto.wire.crypto import generate_rsa_key
-from vmproto.wire.errors import ProtocolError
+from vmproto.wire.errors import ProtocolError, RemoteProtocolError
 from vmproto.wire.pbstore import decode_container, peek_header
 from vmproto.wire.service import ServiceServer
 
@@ -66,10 +66,17 @@ class Central:
     pb_creds: list[ev.PacketbufferCredentials] = field(default_factory=list)
     queries: list[bytes] = field(default_factory=list)
     connections: dict[str, int] = field(default_factory=dict)
+    machine_refusals: list[str] = field(default_factory=list)
     port: int = 0
     _keys: tuple[str, str] | None = None
     _task_wakeup: trio.Event = field(default_factory=trio.Event)
     _conn_no: int = 0
+    _service_scopes: list[trio.CancelScope] = field(default_factory=list)
+
+    def kick_service(self) -> None:
+        """Close every service connection (the sensor sees EOF and reconnects with restore)."""
+        for scope in self._service_scopes:
+            scope.cancel()
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED, port: int = 0,
                     host: str = "127.0.0.1") -> None:
@@ -104,7 +111,13 @@ class Central:
                 machine._server_type_compress = self.type_compress  # noqa: SLF001 - test knob
             ms = MachineStream(stream, machine)
             handler = getattr(self, "_" + kind.replace(" ", "_"))
-            await handler(ms, conn_no)
+            try:
+                await handler(ms, conn_no)
+            except ChannelLost as exc:
+                err = exc.protocol_error
+                if isinstance(err, RemoteProtocolError) and err.reply is not None:
+                    self.machine_refusals.append(err.reason)
+                    await ms.send_raw(machine.encode_reply(err))
         except (ChannelLost, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -136,6 +149,14 @@ class Central:
         machine.set_timeout(State.READY, self.ping_interval)
         await ms.send(ev.ServiceAccepted(params))
         self._keys = (creds.aes_ckey, creds.aes_ivec)
+        with trio.CancelScope() as scope:
+            self._service_scopes.append(scope)
+            await self._service_loop(ms, machine)
+        self._service_scopes.remove(scope)
+        if scope.cancelled_caught:
+            self.service_ends.append("kicked")
+
+    async def _service_loop(self, ms: MachineStream, machine: ServiceServer) -> None:
         async with trio.open_nursery() as nursery:
             async def pusher() -> None:
                 while True:

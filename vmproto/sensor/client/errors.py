@@ -30,7 +30,13 @@ class HandshakeRefused(ClientError):
 
 
 class ChannelLost(ClientError):
-    """The connection ended (EOF, timeout, protocol error) while a reply or block was expected."""
+    """The connection ended (EOF, timeout, protocol error) while a reply or block was expected.
+
+    `protocol_error` is the wire error when the peer broke the protocol (its `reply` says what to answer)."""
+
+    def __init__(self, message: str, protocol_error: Exception | None = None) -> None:
+        super().__init__(message)
+        self.protocol_error = protocol_error
 
 
 class JournalError(ClientError):

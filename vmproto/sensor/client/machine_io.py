@@ -66,7 +66,7 @@ class MachineStream:
             except ProtocolError as exc:
                 if isinstance(exc, LocalProtocolError):
                     raise
-                raise ChannelLost(f"protocol error: {exc}") from None
+                raise ChannelLost(f"protocol error: {exc}", exc) from None
             if event is not ev.NEED_DATA:
                 return event  # type: ignore[return-value]
             deadline = machine.get_timer()
@@ -91,7 +91,7 @@ class MachineStream:
             except ProtocolError as exc:
                 if isinstance(exc, LocalProtocolError):
                     raise
-                raise ChannelLost(f"protocol error: {exc}") from None
+                raise ChannelLost(f"protocol error: {exc}", exc) from None
 
     async def expect(self, *types: type[ev.Event]) -> Any:
         """Return the next event if it is one of `types`; raise ChannelLost for anything else
