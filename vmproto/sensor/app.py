@@ -257,13 +257,22 @@ class SensorApp:
         decode = self.decoder.decode_batch
         feed = self.analyzer.feed
         report = self.report
+        tick = self.spool.max_delay
         async with receive:
-            async for batch in receive:
-                records = decode(batch.linktype, batch.ts_ns, batch.frames)
-                report.packets += len(batch.frames)
-                report.records += len(records)
-                for pkt in records:
-                    feed(pkt)
+            while True:
+                batch = None
+                # Wake up now and then without traffic, so spooled packets reach the disk in time.
+                with trio.move_on_after(tick):
+                    try:
+                        batch = await receive.receive()
+                    except trio.EndOfChannel:
+                        break
+                if batch is not None:
+                    records = decode(batch.linktype, batch.ts_ns, batch.frames)
+                    report.packets += len(batch.frames)
+                    report.records += len(records)
+                    for pkt in records:
+                        feed(pkt)
                 await self._hand_over()
 
     async def _hand_over(self) -> None:

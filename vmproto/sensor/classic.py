@@ -139,7 +139,7 @@ class ClassicCdrSink:
                         while len(batch) < self.batch_size:
                             try:
                                 batch.append(self._receive.receive_nowait())
-                            except trio.WouldBlock:
+                            except (trio.WouldBlock, trio.EndOfChannel):
                                 break
                         await self._write(writer, batch)
                 nursery.cancel_scope.cancel()
