@@ -126,6 +126,7 @@ async def _apply(ctx: ServerContext, message: object, scope: int, deadline: floa
         return _queue_full(ctx)
     if result.applied:
         ctx.stats.store_committed += 1
+        ctx.stats.store_failed += len(getattr(result, "failed", ()))  # units rolled back alone (logged by the writer)
         ctx.stats.store_rows += len(db_message.queries)
     else:
         ctx.stats.store_duplicates += 1
