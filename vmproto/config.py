@@ -161,7 +161,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("charts_cache_store", False, parse_yesno),
     _opt("pcap_queue_use_blocks", False, parse_yesno, aliases=("use_blocks",)),
     _opt("deduplicate", False, parse_yesno),
-    _opt("deduplicate_ipheader", True, parse_yesno),
+    _opt("deduplicate_ipheader", "yes", lambda v: "ip_only" if v.strip().lower() == "ip_only" else ("yes" if parse_yesno(v) else "no")),
     # vmproto hardening (spec §17): not in the reference, defaults keep interop
     _opt("server_opening_line_timeout_s", 30, parse_int),
     _opt("server_max_block_size", 64 * 1024 * 1024, parse_int),
@@ -198,7 +198,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("udp_port_vxlan", 4789, parse_int),
     _opt("audiocodes", False, parse_yesno),
     _opt("udp_port_audiocodes", 925, parse_int),
-    _opt("tcp_port_audiocodes", 0, parse_int),
+    _opt("tcp_port_audiocodes", 925, parse_int),
     _opt("hep", False, parse_yesno),
     _opt("hep_bind_ip", "0.0.0.0"),
     _opt("hep_bind_port", 9060, parse_int),

@@ -91,3 +91,9 @@ def test_port_lists_reject_out_of_range():
     with pytest.raises(config.ConfigError):
         config.parse_ports(["70000"])
     assert config.parse_ports(["5065-5063"]) == (5063, 5064, 5065)
+
+
+def test_deduplicate_ipheader_three_ways():
+    assert config.load_text("deduplicate_ipheader = ip_only\n").deduplicate_ipheader == "ip_only"
+    assert config.load_text("deduplicate_ipheader = no\n").deduplicate_ipheader == "no"
+    assert config.defaults().deduplicate_ipheader == "yes"
