@@ -23,6 +23,8 @@ from vmproto.sensor.calls import AnalyzerConfig, CallAnalyzer
 from vmproto.sensor.capture.files import read_capture
 from vmproto.sensor.cdr.corpus import CDR_COLUMNS, RTP_COLUMNS, cdr_row, rtp_rows
 from vmproto.sensor.decode.engine import Decoder
+from vmproto.sensor.decode.hep import hep_to_record, parse_hep3
+from vmproto.sensor.decode.ipfix import IpfixStreamDecoder
 from vmproto.sensor.decode.options import DecodeOptions
 
 BASE_SIP_PORTS = frozenset({5060, 5061, 5062, 5080})
@@ -38,8 +40,6 @@ XFAIL = {
                            "does (a_* columns)",
     "pub_heplify_gre_teb_sip": "sipcalledip/port: the reference takes the called side from a later INVITE "
                                "leg (its invite list); our first-INVITE rule differs",
-    "gen_base_hep3": "reference ran it through its HEP listener (bye 110); needs the HEP decoder and terminate()",
-    "gen_base_ipfix": "reference ran it through its IPFIX listener; needs the IPFIX decoder",
     "pub_heplify_sip_ipv6_udp": "reference stored out-of-range values (duration NULL, progress_time 16777215 "
                                 "= mediumint clamp) for a call whose packets share one timestamp; not modelled",
     "pub_heplify_sip_websocket": "sipcalledip/port: the reference takes the called side from a later INVITE "
@@ -88,16 +88,43 @@ def _normalise(row: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _listener_packets(mode: str, packets: list) -> list:
+    """What the reference's HEP or IPFIX listener received when the corpus replayed this capture to it:
+    the UDP payloads to hep_bind_port 9060 one datagram each, or the exporter's TCP byte stream to
+    ipfix_bind_port 4739 in sequence order (see the corpus README, ref_mode hep/ipfix)."""
+    out = []
+    if mode == "hep":
+        for p in packets:
+            if p.proto == 17 and p.dport == 9060:
+                out.append(hep_to_record(parse_hep3(p.payload), p.ts_ns))
+        return out
+    stream = IpfixStreamDecoder()
+    seen: set[int] = set()
+    for p in packets:
+        if p.proto == 6 and p.dport == 4739 and p.payload and p.tcp_seq not in seen:
+            seen.add(p.tcp_seq)
+            out += stream.feed(p.payload)
+    return out
+
+
 def analyse(name: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Run our analysis over corpus capture `name`; return (cdr rows, cdr_rtp rows) in corpus order."""
+    """Run our analysis over corpus capture `name`; return (cdr rows, cdr_rtp rows) in corpus order.
+
+    File-mode captures are decoded and analysed like `-r`, then `finish()`; listener-mode ones go through
+    the HEP/IPFIX entry points and end with `terminate()`, the SIGTERM that stopped the reference."""
     row = _index()[name]
     analyzer = CallAnalyzer(_config(row))
     decoder = Decoder(DecodeOptions(audiocodes="audiocodes = yes" in row["ref_options"]))
-    records = []
+    packets = []
     for batch in read_capture(need_shared(CORPUS / row["pcap"])):
-        for pkt in decoder.decode_batch(batch.linktype, batch.ts_ns, batch.frames):
-            records += analyzer.feed(pkt)
-    records += analyzer.finish()
+        packets += decoder.decode_batch(batch.linktype, batch.ts_ns, batch.frames)
+    mode = row["ref_mode"]
+    if mode in ("hep", "ipfix"):
+        packets = _listener_packets(mode, packets)
+    records = []
+    for pkt in packets:
+        records += analyzer.feed(pkt)
+    records += analyzer.terminate() if mode in ("hep", "ipfix") else analyzer.finish()
     cdrs = sorted((cdr_row(r) for r in records), key=lambda d: (d["calldate"], d["fbasename"]))
     rtps = sorted((x for r in records for x in rtp_rows(r)), key=lambda d: (d["fbasename"], int(d["index"])))
     return cdrs, rtps
