@@ -199,3 +199,18 @@ async def test_connect_failure_message() -> None:
         assert "failed connection to all possible ips (127.0.0.1)" in str(exc)
     else:
         raise AssertionError("connected to a closed port")
+
+
+async def test_sensor_config_query_gzip_then_end() -> None:
+    from vmproto.sensor.client.query import load_sensor_config, sensor_config_sql
+
+    assert sensor_config_sql(-1) == b"SELECT * FROM sensor_config WHERE id_sensor IS NULL"
+    central = Central(ping_interval=0.05)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(central.serve)
+        stack = Stack(port)
+        config = await load_sensor_config(stack.connector, stack.session)
+        assert config == {"sipport": "5060,5080"}
+        assert central.queries == [b"SELECT * FROM sensor_config WHERE id_sensor = 2"]
+        assert stack.session.query_compression == 1  # gzip before the service handshake
+        nursery.cancel_scope.cancel()
