@@ -249,3 +249,98 @@ def test_live_capture_sigterm_closes_calls_and_commits(tmp_path: Path, database:
     rows, _ = trio.run(_db_rows, database)
     assert list(rows) == ["live-sigterm@test"]
     assert rows["live-sigterm@test"]["bye"] == "110"  # closed as a forced stop
+
+
+# ---- the app in-process: the CdrSink seam, stalled sinks, stop() ----------------------------------------------
+
+
+class _ListSink:
+    """A CdrSink keeping CDRs in memory (what the C/S store client will plug in the same way)."""
+
+    def __init__(self, stall: bool = False) -> None:
+        from vmproto.sensor.classic import SinkSummary
+
+        self.summary = SinkSummary()
+        self.cdrs: list = []
+        self.stall = stall
+        self.started = False
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.started = True
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def submit(self, cdr) -> None:
+        self.summary.submitted += 1
+        self.cdrs.append(cdr)
+        if not self.stall:
+            self.summary.committed += 1
+
+    async def aclose(self) -> None:
+        if self.stall:
+            await trio.sleep_forever()
+
+
+async def test_app_feeds_every_sink(tmp_path: Path) -> None:
+    from vmproto import config
+    from vmproto.sensor.app import SensorApp
+
+    pcap = tmp_path / "calls.pcap"
+    _generated_capture(pcap)
+    cfg = config.load_text(f"spooldir = {tmp_path / 'spool'}\nsavesip = yes\nmanagerport = 0\n")
+    sinks = [_ListSink(), _ListSink()]
+    report = await SensorApp(cfg, replay=pcap, sinks=sinks).run()
+    assert report.ok and report.cdrs == 3 and all(s.started for s in sinks)
+    expected = _analyse(pcap)
+    for sink in sinks:
+        assert [c.fbasename for c in sink.cdrs] == [r.fbasename for r in expected]
+        assert [c.duration for c in sink.cdrs] == [r.duration for r in expected]
+
+
+async def test_app_reports_a_stalled_sink(tmp_path: Path) -> None:
+    from vmproto import config
+    from vmproto.sensor.app import SensorApp
+
+    pcap = tmp_path / "calls.pcap"
+    _generated_capture(pcap)
+    cfg = config.load_text(f"spooldir = {tmp_path / 'spool'}\nmanagerport = 0\n")
+    with trio.fail_after(10):
+        report = await SensorApp(cfg, replay=pcap, sinks=[_ListSink(stall=True)], stall_timeout=0.2).run()
+    assert not report.ok and report.problems == ["3 of 3 CDRs not committed"]
+
+
+async def test_app_stop_closes_open_calls_as_forced(tmp_path: Path) -> None:
+    from vmproto import config
+    from vmproto.sensor.app import SensorApp
+    from vmproto.sensor.capture import PacketBatch
+    from vmproto.testing.pcapgen import udp4
+
+    # One INVITE that is never answered, then the source waits like a quiet live interface.
+    frame = ethernet(udp4("192.0.2.10", "192.0.2.20", 5060, 5060, sip_invite("stop@test")))
+
+    async def source(send) -> None:
+        await send.send(PacketBatch(1, [int(T0 * 1e9)], [frame], [len(frame)]))
+        await trio.sleep_forever()
+
+    cfg = config.load_text(f"spooldir = {tmp_path / 'spool'}\nsavesip = yes\nmanagerport = 0\n")
+    sink = _ListSink()
+    app = SensorApp(cfg, sinks=[sink], source=source)
+    async with trio.open_nursery() as nursery:
+        result: list = []
+
+        async def runner() -> None:
+            result.append(await app.run())
+
+        nursery.start_soon(runner)
+        with trio.fail_after(10):
+            while app.report.packets < 1:
+                await trio.sleep(0.01)
+        assert not sink.cdrs  # the call is open
+        app.stop("SIGTERM")
+    report = result[0]
+    assert report.ok and report.stopped_by_signal == "SIGTERM"
+    assert [(c.fbasename, c.bye) for c in sink.cdrs] == [("stop@test", 110)]
+    # The spool was flushed and closed at the stop.
+    files = list((tmp_path / "spool").rglob("SIP/stop@test.pcap"))
+    with open(files[0], "rb") as f:
+        assert [buf for _, buf in dpkt.pcap.Reader(f)] == [frame[14:]]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,12 +119,18 @@ class SensorApp:
     """One sensor process. `await app.run()` returns a RunReport; `problems` empty means success.
 
     `replay`: a capture file to process instead of live capture. `sinks`: CDR sinks to use instead of
-    the ones the configuration implies (tests, embedding).
+    the ones the configuration implies (tests, embedding). `stall_timeout`: at the end, how long a sink
+    may go without committing anything before the sensor stops waiting for it. `source`: an async
+    function sending PacketBatch objects, used instead of live capture or `replay` (embedding, tests).
     """
 
     def __init__(self, cfg: Any, *, replay: Path | None = None, sinks: list[CdrSink] | None = None,
-                 on_started: Callable[[SensorApp], None] | None = None, keylog: KeyLog | None = None) -> None:
+                 on_started: Callable[[SensorApp], None] | None = None, keylog: KeyLog | None = None,
+                 stall_timeout: float = 60.0,
+                 source: Callable[[trio.MemorySendChannel[PacketBatch]], Awaitable[None]] | None = None) -> None:
         self.cfg = cfg
+        self.source = source
+        self.stall_timeout = stall_timeout
         self.replay = replay
         # Handed to the C/S client connections (none in classic mode).
         self.keylog = keylog
@@ -169,7 +175,7 @@ class SensorApp:
         """Run until the capture file ends or a signal stops the sensor. Raises DatabaseError / OSError /
         SensorSetupError when a service cannot start."""
         live: LiveCapture | None = None
-        if self.replay is None:
+        if self.replay is None and self.source is None:
             live = self._open_live()
         try:
             async with trio.open_nursery() as nursery:
@@ -239,7 +245,9 @@ class SensorApp:
         async with send:
             with self._capture_scope:
                 try:
-                    if self.replay is not None:
+                    if self.source is not None:
+                        await self.source(send)
+                    elif self.replay is not None:
                         n = await replay_file(self.replay, send)
                         log_event(log, logging.INFO, "capture file read", file=str(self.replay), packets=n)
                     else:
@@ -295,7 +303,24 @@ class SensorApp:
             await self._hand_over()
             await self.spool.aclose()
             for sink in self.sinks:
+                await self._drain_sink(sink)
+
+    async def _drain_sink(self, sink: CdrSink) -> None:
+        # Wait while the sink makes progress; give up after `stall_timeout` seconds without any (e.g. the
+        # database is gone), so a stop never hangs. What was not committed is reported by _summarise.
+        last = -1
+        while True:
+            with trio.move_on_after(self.stall_timeout) as scope:
                 await sink.aclose()
+            if not scope.cancelled_caught:
+                return
+            s = sink.summary
+            progress = s.committed + s.duplicates + len(s.failed)
+            if progress == last:
+                log_event(log, logging.ERROR, "cdr sink stalled, giving up", outstanding=s.outstanding,
+                          stall_s=self.stall_timeout)
+                return
+            last = progress
 
     def _summarise(self) -> None:
         r = self.report
