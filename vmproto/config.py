@@ -168,6 +168,13 @@ OPTIONS: tuple[Option, ...] = (
     _opt("server_max_connections_per_ip", 256, parse_int),
     _opt("server_rsa_key_pool", 8, parse_int),
     _opt("server_sql_allowlist", False, parse_yesno),
+    _opt("server_opening_line_max", 65536, parse_int),
+    _opt("server_write_timeout_s", 60, parse_int),
+    _opt("server_shutdown_grace_s", 10, parse_int),
+    _opt("server_db_pool_size", 16, parse_int),
+    _opt("server_pb_spool", ""),
+    _opt("store_ack_deadline", 120, parse_int),
+    _opt("store_dedup_scope", "address"),
     _opt("prometheus_bind", ""),
     # sensor / client (spec §6-§9, §14)
     _opt("server_destination", ""),
@@ -187,6 +194,13 @@ OPTIONS: tuple[Option, ...] = (
     _opt("packetbuffer_block_maxsize", 1024, parse_int),
     _opt("packetbuffer_block_maxtime", 100, parse_int),
     _opt("journal_dir", ""),
+    _opt("max_buffer_mem", 0, parse_int),  # MB; 0 = the sender's default
+    _opt("packetbuffer_file_path", ""),
+    _opt("packetbuffer_file_totalmaxsize", 0, parse_int),  # MB
+    # vmproto sensor extensions (spec §8.10, §7.9, §14)
+    _opt("store_journal_max", 1024, parse_int),  # MB
+    _opt("service_stop_grace", 7, parse_int),  # s
+    _opt("connect_timeout", 10, parse_int),  # s
     # capture (issue 4)
     _multi("interface", (), parse_list),
     _opt("promisc", True, parse_yesno),
@@ -210,8 +224,18 @@ OPTIONS: tuple[Option, ...] = (
     _opt("spooldir", "/var/spool/voipmonitor"),
     _opt("savesip", False, parse_yesno),
     _opt("savertp", "no"),
+    _opt("spooldir_2", ""),
+    _opt("savertcp", False, parse_yesno),
+    _opt("pcap_split", True, parse_yesno),
+    _opt("tar", False, parse_yesno),
+    _opt("cleanspool", True, parse_yesno),
+    _opt("cleanspool_interval", 0, parse_int),
     _opt("maxpoolsize", 0, parse_int),
     _opt("maxpooldays", 0, parse_int),
+    _opt("maxpoolsipsize", 0, parse_int),
+    _opt("maxpoolsipdays", 0, parse_int),
+    _opt("maxpoolrtpsize", 0, parse_int),
+    _opt("maxpoolrtpdays", 0, parse_int),
     _opt("managerip", "127.0.0.1"),
     _opt("managerport", 5029, parse_int),
     _opt("manager_aes_key", "", secret=True),
@@ -228,6 +252,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("cdr_partition", True, parse_yesno),
     _opt("ipv6", False, parse_yesno),
     _opt("datadir", ""),
+    _opt("mysql_connect_timeout_s", 60, parse_int),
 )
 
 _BY_NAME: dict[str, Option] = {}
