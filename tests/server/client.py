@@ -108,3 +108,10 @@ async def expect_error(client: WireClient) -> RemoteProtocolError | ev.Event:
         return await client.next_event()
     except RemoteProtocolError as exc:
         return exc
+
+
+async def eventually(predicate, timeout: float = 5.0) -> None:
+    """Wait until `predicate()` is true (work the server does after its reply, e.g. spooling packets)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
