@@ -37,6 +37,7 @@ from vmproto.sensor.cdr.model import CdrRecord
 from vmproto.sensor.classic import ClassicCdrSink, SinkSummary, classic_mode, connect_params, load_manager_key
 from vmproto.sensor.decode import DecodeOptions, Decoder
 from vmproto.sensor.manager import CommandContext, ManagerServer
+from vmproto.sensor.remote import RemoteClient, RemoteSetupError, client_mode
 from vmproto.sensor.spool import SpoolCleaner, SpoolIndex, SpoolOptionError, SpoolOptions, SpoolWriter
 from vmproto.wire.crypto import ManagerAesKey
 
@@ -144,6 +145,14 @@ class SensorApp:
                                      on_call_closed=self._on_call_closed)
         self._spool_on = self.spool_options.enabled
         self._closed: list[CdrRecord] = []
+        self.manager_ctx = CommandContext(layout=self.spool.layout)
+        self.remote: RemoteClient | None = None
+        if client_mode(cfg):
+            try:
+                self.remote = RemoteClient(cfg, manager_ctx=self.manager_ctx, spooldir=self.spool_options.spooldirs[0],
+                                           replaying=replay is not None or source is not None)
+            except RemoteSetupError as exc:
+                raise SensorSetupError(str(exc)) from None
         self.sinks: list[CdrSink] = list(sinks) if sinks is not None else self._default_sinks()
         self.manager_key = manager_key_from_config(cfg)
         self._db_manager_key: ManagerAesKey | None = None
@@ -152,6 +161,9 @@ class SensorApp:
         self._stop_signal = ""
 
     def _default_sinks(self) -> list[CdrSink]:
+        # A client sensor stores through the central even when mysqlhost is also set, as the reference does.
+        if self.remote is not None:
+            return list(self.remote.sinks)
         if not classic_mode(self.cfg):
             return []
         id_sensor = int(self.cfg.get("id_sensor", -1))
@@ -185,6 +197,8 @@ class SensorApp:
                 if opts.cleanspool:
                     await nursery.start(cleaner.run)
                 await nursery.start(self.spool.run)
+                if self.remote is not None:
+                    await nursery.start(self.remote.run)
                 for sink in self.sinks:
                     await nursery.start(sink.run)
                 await self._start_manager(nursery)
@@ -223,9 +237,7 @@ class SensorApp:
         port = int(self.cfg.get("managerport", 5029))
         if port <= 0:
             return
-        layout = self.spool.layout
-        ctx = CommandContext(layout=layout)
-        server = ManagerServer(ctx, key_source=lambda: self.manager_key or self._db_manager_key,
+        server = ManagerServer(self.manager_ctx, key_source=lambda: self.manager_key or self._db_manager_key,
                                enable_unencrypted=bool(self.cfg.get("manager_enable_unencrypted", False)))
         if self.manager_key is None:
             for sink in self.sinks:
@@ -265,6 +277,8 @@ class SensorApp:
         decode = self.decoder.decode_batch
         feed = self.analyzer.feed
         report = self.report
+        # A mirroring sensor ships raw packets and leaves the analysis to the central (spec §9).
+        mirror = self.remote.add_batch if self.remote is not None and self.remote.mirror is not None else None
         tick = self.spool.max_delay
         async with receive:
             while True:
@@ -275,7 +289,10 @@ class SensorApp:
                         batch = await receive.receive()
                     except trio.EndOfChannel:
                         break
-                if batch is not None:
+                if batch is not None and mirror is not None:
+                    mirror(batch)
+                    report.packets += len(batch.frames)
+                elif batch is not None:
                     records = decode(batch.linktype, batch.ts_ns, batch.frames)
                     report.packets += len(batch.frames)
                     report.records += len(records)
@@ -304,6 +321,8 @@ class SensorApp:
             await self.spool.aclose()
             for sink in self.sinks:
                 await self._drain_sink(sink)
+            if self.remote is not None:
+                self.report.problems.extend(await self.remote.drain(self.stall_timeout))
 
     async def _drain_sink(self, sink: CdrSink) -> None:
         # Wait while the sink makes progress; give up after `stall_timeout` seconds without any (e.g. the

@@ -130,3 +130,33 @@ async def test_central_outage_mid_stream(tmp_path: Path) -> None:
         assert _units(second) == [b"B0;\n", b"B1;\n", b"B2;\n"]
         assert stack.session.service_sessions >= 2
         nursery.cancel_scope.cancel()
+
+
+async def test_wait_idle_does_not_return_while_a_unit_is_being_journaled(tmp_path):
+    """Regression: units left `_pending` before the journal append finished, so `unacked` read 0 in between
+    and a sensor at the end of a replay reported undelivered CDRs as committed."""
+    from vmproto.sensor.client.connector import Connector
+    from vmproto.sensor.client.journal import Journal
+    from vmproto.sensor.client.session import SessionState
+    from vmproto.sensor.client.store import StoreClient
+
+    journal = Journal(tmp_path / "j")
+    slow_append = journal.append
+
+    def append(messages):  # runs in a worker thread: widen the window between _pending and the journal
+        import time
+
+        time.sleep(0.3)
+        return slow_append(messages)
+
+    journal.append = append
+    # Nothing listens on this port: the unit can never be acknowledged.
+    client = StoreClient(Connector(("127.0.0.1",), 9), SessionState(), journal)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.submit(10, b"INSERT INTO t VALUES (1)")
+        with trio.move_on_after(0.5) as scope:
+            await client.wait_idle()
+        assert scope.cancelled_caught, "wait_idle returned with an unacknowledged unit"
+        assert client.unacked == 1
+        nursery.cancel_scope.cancel()

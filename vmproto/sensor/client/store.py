@@ -112,6 +112,9 @@ class StoreClient:
         self.stats = StoreStats()
         self._pending: dict[int, collections.deque[bytes]] = {}
         self._pending_count = 0
+        # Messages taken out of _pending and not yet in the journal (the append runs in a worker thread);
+        # counted by `unacked` so nobody sees an empty client while units are between the two.
+        self._forming = 0
         self._pending_max = pending_max
         self._pending_changed = trio.Event()
         self._room = trio.Condition()
@@ -139,7 +142,7 @@ class StoreClient:
     @property
     def unacked(self) -> int:
         """Units queued in memory plus journaled messages without `OK`."""
-        return self._pending_count + len(self.journal)
+        return self._pending_count + self._forming + len(self.journal)
 
     async def wait_idle(self) -> None:
         """Return once everything submitted so far has been acknowledged (tests, orderly shutdown)."""
@@ -177,14 +180,18 @@ class StoreClient:
             self._pending_changed = trio.Event()
             while self._pending_count:
                 messages = self._form_messages()
-                while not self.journal.has_room(sum(len(b) for _i, b in messages)):
-                    # Back-pressure (spec §8.10.1): wait for acknowledgements instead of dropping anything.
-                    await trio.sleep(0.05)
-                async with self._journal_lock:
-                    entries = await trio.to_thread.run_sync(self.journal.append, messages)
-                self.stats.messages_formed += len(entries)
-                for entry in entries:
-                    self._sender_for(entry.id_main).push(entry)
+                self._forming += len(messages)
+                try:
+                    while not self.journal.has_room(sum(len(b) for _i, b in messages)):
+                        # Back-pressure (spec §8.10.1): wait for acknowledgements instead of dropping anything.
+                        await trio.sleep(0.05)
+                    async with self._journal_lock:
+                        entries = await trio.to_thread.run_sync(self.journal.append, messages)
+                    self.stats.messages_formed += len(entries)
+                    for entry in entries:
+                        self._sender_for(entry.id_main).push(entry)
+                finally:
+                    self._forming -= len(messages)
                 async with self._room:
                     self._room.notify_all()
 
