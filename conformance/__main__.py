@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance server ...` / `python -m conformance sensor ...` (see conformance/README.md)."""
+"""Command line: `python -m conformance server ...` (see conformance/README.md)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="skip cases whose scaled waits are longer than this many seconds (default 20)")
     p.add_argument("--only", action="append", default=[], metavar="PATTERN",
                    help="run only cases whose id, sections or title match this regular expression (repeatable)")
+    p.add_argument("--skip", action="append", default=[], metavar="PATTERN",
+                   help="leave out cases matching this regular expression (repeatable)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
     p.add_argument("--matrix", metavar="FILE", help="write the coverage matrix (Markdown) here")
     p.add_argument("--parallel", type=int, default=8, help="cases run at the same time (default 8)")
@@ -58,19 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manager-key", type=_b64, help="the central's manager AES key (base64), enables AES GUI cases")
     s.add_argument("--manager-iv", type=_b64, help="the central's manager AES IV (base64)")
     _common(s)
-    c = sub.add_parser("sensor", help="start a sensor against the suite's own central(s) and check it")
-    c.add_argument("--command", required=True,
-                   help="command template; {host} {port} {hosts} {password} {id_sensor} {workdir} are substituted")
-    c.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
-    c.add_argument("--password", default="conformance-pw")
-    c.add_argument("--id-sensor", type=int, default=61)
-    _common(c)
     return parser
 
 
 async def _main(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec_dir)
-    cases = select_cases(args.mode, args.only)
+    cases = select_cases(args.mode, args.only, skip=args.skip)
     if args.list:
         for c in cases:
             print(f"{c.id:40} {c.level.value:15} {' '.join(c.sections):30} {c.title}")
@@ -83,19 +78,12 @@ async def _main(args: argparse.Namespace) -> int:
                              args.manager_key, args.manager_iv, args.max_wait)
         ctx = ServerContext(opts, spec)
         target = f"central {host}:{port}"
-    else:
-        from .sensormode import SensorContext, SensorOptions
-
-        host, port = args.listen
-        ctx = SensorContext(SensorOptions(args.command, host, port, args.password, args.id_sensor,
-                                          args.time_scale, args.max_wait), spec)
-        target = f"sensor `{args.command}`"
 
     def progress(r) -> None:  # noqa: ANN001
         if not args.quiet:
             print(format_result(r), flush=True)
 
-    results = await run_cases(cases, ctx, parallel=args.parallel if args.mode == "server" else 1,
+    results = await run_cases(cases, ctx, parallel=args.parallel,
                               case_timeout=args.case_timeout, progress=progress)
     text = summary(results, target)
     if getattr(ctx, "notes", None):

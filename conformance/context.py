@@ -17,7 +17,7 @@ from .model import CaseFailed, skip
 from .specdata import Spec
 from .wirekit import Wire, new_keys, opening, rsa_block, rsa_key_bits
 
-__all__ = ["RSA_BITS", "ServerContext", "ServerOptions", "local_time_text"]
+__all__ = ["RSA_BITS", "FreshTime", "ServerContext", "ServerOptions", "local_time_text"]
 
 # spec §1.2 / §3.1: key size per type
 RSA_BITS = {"service": 4096, "store": 2048, "packetbuffer block": 2048, "query": 2048, "responses": 2048,
@@ -27,6 +27,16 @@ _RSA_KEY_MSG = re.compile(
     rb'\{"rsa_key":"-----BEGIN PUBLIC KEY-----\\n(?:(?:[A-Za-z0-9+=]|\\/){1,64}\\n)+-----END PUBLIC KEY-----\\n"\}'
 )
 SENSOR_VERSION = 2026004000
+
+
+class FreshTime:
+    """A `time` credential resolved when the block is written (the central allows only 2 s of difference, and the
+    rsa_key may take seconds to arrive)."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
 
 
 def local_time_text(offset: float = 0.0) -> str:
@@ -101,7 +111,8 @@ class ServerContext:
 
         Returns the PEM. Raises CaseFailed for any deviation.
         """
-        payload = await wire.read_plain(self.wait(5), "the rsa_key block")
+        # reference centrals answer within 3.1 s (4096-bit key generation); a pool may run dry under load
+        payload = await wire.read_plain(self.wait(10), "the rsa_key block")
         if not _RSA_KEY_MSG.fullmatch(payload):
             raise CaseFailed(f"rsa_key message does not follow spec §3.2 (compact, \\/ escapes): {payload[:90]!r}")
         try:
@@ -122,11 +133,12 @@ class ServerContext:
         return {"password": self.options.password if password is None else password, "aes_ckey": ckey,
                 "aes_ivec": ivec}
 
-    def pb_credentials(self, *, password: str | None = None, time_text: str | None = None, sensor_id: int = 0,
-                       sensor_name: str = "") -> dict[str, Any]:
-        """Packetbuffer credentials (spec §6.2) in the exact member order."""
+    def pb_credentials(self, *, password: str | None = None, time_text: str | None = None,
+                       time_offset: float = 0.0, sensor_id: int = 0, sensor_name: str = "") -> dict[str, Any]:
+        """Packetbuffer credentials (spec §6.2) in the exact member order; `time` is the local time at sending
+        (shifted by `time_offset`) unless `time_text` is given."""
         creds = self.credentials(password=password)
-        creds.update(time=local_time_text() if time_text is None else time_text, sensor_id=sensor_id,
+        creds.update(time=FreshTime(time_offset) if time_text is None else time_text, sensor_id=sensor_id,
                      sensor_name=sensor_name)
         return creds
 
@@ -165,6 +177,8 @@ class ServerContext:
         pem = await self.read_rsa_key(wire, bits)
         if creds is None:
             creds = self.pb_credentials() if type_connection == "packetbuffer block" else self.credentials()
+        if isinstance(creds, dict):
+            creds = {k: local_time_text(v.offset) if isinstance(v, FreshTime) else v for k, v in creds.items()}
         text = creds if isinstance(creds, bytes) else vmjson.dumps(creds)
         if isinstance(creds, dict):
             wire.install_keys(creds["aes_ckey"], creds["aes_ivec"])

@@ -83,9 +83,8 @@ class Case:
     slow: bool = False
 
     def matches(self, pattern: str) -> bool:
-        """True when `pattern` (a regular expression searched in the id, the sections and the title) matches."""
-        text = " ".join((self.id, *self.sections, self.title))
-        return re.search(pattern, text) is not None
+        """True when `pattern` (a regular expression) is found in the id, in one section, or in the title."""
+        return any(re.search(pattern, text) for text in (self.id, *self.sections, self.title))
 
 
 @dataclass(slots=True)

@@ -13,12 +13,14 @@ from typing import Any
 import trio
 
 from .model import CASES, Case, CaseFailed, CaseSkipped, Level, Outcome, Result
+from .wirekit import OPEN_WIRES
 
 __all__ = ["run_cases", "select_cases"]
 
 
-def select_cases(mode: str, only: Iterable[str] = (), *, include_slow: bool = True) -> list[Case]:
-    """Cases of `mode` in id order, filtered by --only patterns (any match keeps a case)."""
+def select_cases(mode: str, only: Iterable[str] = (), *, skip: Iterable[str] = (),
+                 include_slow: bool = True) -> list[Case]:
+    """Cases of `mode` in id order, filtered by --only patterns (any match keeps a case) and --skip patterns."""
     from . import cases  # noqa: F401  (registers every case)
 
     patterns = list(only)
@@ -26,7 +28,7 @@ def select_cases(mode: str, only: Iterable[str] = (), *, include_slow: bool = Tr
     for c in sorted(CASES[mode].values(), key=lambda c: c.id):
         if patterns and not any(c.matches(p) for p in patterns):
             continue
-        if c.slow and not include_slow:
+        if any(c.matches(p) for p in skip) or (c.slow and not include_slow):
             continue
         out.append(c)
     return out
@@ -35,6 +37,8 @@ def select_cases(mode: str, only: Iterable[str] = (), *, include_slow: bool = Tr
 async def _run_one(c: Case, ctx: Any, deadline: float) -> Result:
     start = time.monotonic()
     result = Result(c, Outcome.PASS)
+    opened: list = []
+    OPEN_WIRES.set(opened)  # each case runs in its own task, hence its own context
     try:
         with trio.fail_after(deadline):
             variant = await c.func(ctx)
@@ -52,6 +56,10 @@ async def _run_one(c: Case, ctx: Any, deadline: float) -> Result:
         result = Result(c, Outcome.FAIL, f"case did not finish within {deadline:.0f} s")
     except Exception as exc:  # the suite must report, never crash, whatever the peer does
         result = Result(c, Outcome.ERROR, f"{type(exc).__name__}: {exc}")
+    finally:
+        with trio.CancelScope(shield=True):
+            for wire in opened:
+                await wire.aclose()
     result.seconds = time.monotonic() - start
     return result
 

@@ -8,6 +8,7 @@ that a failing case can say exactly which bytes arrived.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import struct
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
 MAGIC = b"vm_cloud_router_block_header"
 _HEADER = struct.Struct("<28s4sII")
 _READ = 65536
+# The connections a running case opened; the runner closes them when the case ends (cases need not clean up).
+OPEN_WIRES: contextvars.ContextVar[list[Wire] | None] = contextvars.ContextVar("open_wires", default=None)
 
 
 class PeerClosed(CaseFailed):
@@ -99,7 +102,11 @@ class Wire:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise CaseFailed(f"cannot connect to {host}:{port}: {exc}") from None
-        return cls(stream, label)
+        wire = cls(stream, label)
+        opened = OPEN_WIRES.get()
+        if opened is not None:
+            opened.append(wire)
+        return wire
 
     # --- writing ----------------------------------------------------------------------------------------------
     async def send(self, data: bytes) -> None:

@@ -94,7 +94,8 @@ async def opening_split_writes(ctx: ServerContext) -> None:
     import trio
 
     wire = await ctx.connect()
-    for piece in (b'{"type_connection"', b':"query"}', b"\r", b"\n"):
+    # the CRLF travels with the closing brace: an object complete without CRLF already ends the line (spec §1.4)
+    for piece in (b'{"type_conn', b'ection":"qu', b'ery"}\r\n'):
         await wire.send(piece)
         await trio.sleep(0.05)
     pem = await ctx.read_rsa_key(wire, 2048)

@@ -8,7 +8,7 @@ import time
 from vmproto.wire.compression import PbCompression
 from vmproto.wire.pbstore import checksum32buf, encode_container
 
-from ..context import ServerContext, local_time_text
+from ..context import ServerContext
 from ..model import CaseFailed, Level, Quirk, case, check, check_eq
 from ..wirekit import NoReply, Wire
 
@@ -174,7 +174,7 @@ async def pb_duplicate_counter(ctx: ServerContext) -> None:
 @case("pb-bad-time", "packetbuffer credentials with a time 7 minutes off → plain `bad time`, close",
       ("§6.4", "§15.2"))
 async def pb_bad_time(ctx: ServerContext) -> None:
-    wire, result = await ctx.handshake("packetbuffer block", ctx.pb_credentials(time_text=local_time_text(420)),
+    wire, result = await ctx.handshake("packetbuffer block", ctx.pb_credentials(time_offset=420),
                                        expect=None)
     check_eq(result, ctx.spec.text("bad_time"), "reply to a wrong time")
     await wire.expect_silent_close(ctx.wait(5), "close after `bad time`")
@@ -183,7 +183,8 @@ async def pb_bad_time(ctx: ServerContext) -> None:
 @case("pb-time-half-hour-handshake", "credentials time off by 30 min is forgiven; empty time skips the check",
       ("§6.4",))
 async def pb_time_half_hour(ctx: ServerContext) -> None:
-    await ctx.handshake("packetbuffer block", ctx.pb_credentials(time_text=local_time_text(1800)))
+    # 30 min in the past: |now - t| is 1800 or 1801, so the remainder is 0 or 1 (a future time would give 1799)
+    await ctx.handshake("packetbuffer block", ctx.pb_credentials(time_offset=-1800))
     await ctx.handshake("packetbuffer block", ctx.pb_credentials(time_text=""))
 
 
