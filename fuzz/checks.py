@@ -130,6 +130,13 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
         _finding("store-size"),
     ),
     KnownIssue(
+        "pb-layout-unchecked",
+        "validate_container accepts an uncompressed container whose packet caplen runs past the data area "
+        "(spec §9.3 layout, §9.8 row 10 `bad offsets`); the block is acknowledged, then decode_container fails",
+        "tests/fuzz/test_regressions.py::test_container_caplen_past_area_refused",
+        _finding("pb-validate-decode"),
+    ),
+    KnownIssue(
         "store-encode-nonascii-time",
         "encode_store_message raises UnicodeEncodeError (not LocalProtocolError) for a client_time with "
         "non-ASCII characters, e.g. one decoded from a peer's message",

@@ -155,3 +155,18 @@ def test_store_item_length_wrap_amplification():
         return
     total = sum(len(q) for q in message.queries)
     assert total <= len(text), f"{len(text)}-byte message decoded into {total} bytes of queries"
+
+
+# --- pb-layout-unchecked --------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
+                   reason="vmproto/wire/pbstore.validate_container checks caplen <= 65535 but not that the packet "
+                          "fits the area (spec §9.3 layout): the central would ACK a container it cannot decode")
+def test_container_caplen_past_area_refused():
+    payload = bytearray(pbstore.encode_container([(1_700_000_000, 0, b"ABCD")], hm=1, counter=1, compress=None,
+                                                 checksum=False))
+    payload[64 + 4 + 8 : 64 + 4 + 12] = struct.pack("<I", 15360)  # first packet's caplen, area is 62 bytes
+    with pytest.raises(RemoteProtocolError):
+        pbstore.validate_container(bytes(payload), now=1_700_000_000)
+    with pytest.raises(RemoteProtocolError):  # decode refuses it today: the two must agree
+        pbstore.decode_container(bytes(payload), None)
