@@ -82,14 +82,15 @@ class WireClient:
         await self.stream.aclose()
 
 
-async def handshake(client: WireClient, credentials: ev.Event, fields: dict | None = None) -> ev.Event:
+async def handshake(client: WireClient, credentials: ev.Event, fields: dict | None = None,
+                    timeout: float = 10.0) -> ev.Event:
     """Open the connection, take the RSA key, send `credentials`; return the server's handshake reply event."""
     assert client.machine is not None
     await client.send(ev.OpenConnection(client.machine.connection_type, fields or {}))
-    key = await client.next_event()
+    key = await client.next_event(timeout)
     assert isinstance(key, ev.RsaKey), key
     await client.send(credentials)
-    return await client.next_event()
+    return await client.next_event(timeout)
 
 
 def credentials(password: str = PASSWORD) -> ev.Credentials:
