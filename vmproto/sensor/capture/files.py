@@ -1,7 +1,8 @@
 """Pure-Python readers of classic pcap (µs and ns) and pcapng, yielding `PacketBatch`es.
 
-This is the replay path: it reads large chunks and slices frames out with `struct.unpack_from`, which beats
-calling libpcap through cffi per packet (see bench/decode.py). `vmproto.sensor.capture.libpcap` offers the
+This is the replay path: it reads large chunks and walks the record headers, with the packet engine's C
+kernel when it is available (batches then carry a `FrameList` over the chunk: no per-frame copy) or with
+`struct.unpack_from`; both beat calling libpcap through cffi per packet (see bench/decode.py). `vmproto.sensor.capture.libpcap` offers the
 libpcap reader as well, for formats this module does not know.
 """
 
@@ -15,6 +16,7 @@ from typing import BinaryIO
 
 from .batch import PacketBatch
 from .errors import CaptureFormatError
+from .frames import FrameList
 
 CHUNK = 8 << 20
 MAX_FRAME = 1 << 20  # larger captured lengths mean a corrupt file, not a jumbo frame
@@ -110,6 +112,42 @@ class CaptureFileReader:
         self._pos = 24
 
     def _iter_pcap(self) -> Iterator[PacketBatch]:
+        scan = _pcap_scanner()
+        if scan is not None:
+            return self._iter_pcap_scan(scan)
+        return self._iter_pcap_python()
+
+    def _iter_pcap_scan(self, scan) -> Iterator[PacketBatch]:  # noqa: ANN001 - kernel.pcap_scanner()'s function
+        # Frames stay in the read chunk: each batch is a `FrameList` over it, so the decoder reads them in
+        # place and slices records straight from the chunk. A batch never spans two chunks.
+        mult = 1 if self.nanosecond else 1000
+        swapped = self._endian == ">"
+        linktype = self.linktype
+        size = self.batch_size
+        tail = b""
+        base = self._pos
+        while True:
+            chunk = self._f.read(CHUNK)
+            if not chunk:
+                break
+            data = tail + chunk if tail else chunk
+            pos = 0
+            while True:
+                ts_l, starts, ends, ol_l, pos_next, corrupt = scan(data, pos, swapped, mult, MAX_FRAME, size)
+                if ts_l:
+                    yield PacketBatch(linktype, ts_l, FrameList(data, starts, ends), ol_l)
+                pos = pos_next
+                if corrupt:
+                    incl = struct.unpack_from(self._endian + "I", data, pos + 8)[0]
+                    raise CaptureFormatError(f"record claims {incl} captured bytes", base + pos)
+                if len(ts_l) < size:
+                    break
+            tail = data[pos:]
+            base += pos
+        if tail:
+            self.truncated_tail = True
+
+    def _iter_pcap_python(self) -> Iterator[PacketBatch]:
         rec = struct.Struct(self._endian + "IIII").unpack_from
         mult = 1 if self.nanosecond else 1000
         linktype = self.linktype
@@ -278,6 +316,13 @@ class CaptureFileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pcap_scanner():  # noqa: ANN202 - see vmproto.sensor.decode.kernel.pcap_scanner
+    # Imported here: the decode package imports capture.frames, so a module-level import would be circular.
+    from vmproto.sensor.decode.kernel import pcap_scanner
+
+    return pcap_scanner()
 
 
 def _options(body: bytes, pos: int, e: str) -> Iterator[tuple[int, bytes]]:

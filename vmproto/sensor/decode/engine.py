@@ -4,9 +4,11 @@ Decoding rules follow the reference sniffer where it is right and go further whe
 place is marked "reference:"). Malformed input never raises out of `Decoder.decode_batch`: it is counted in
 `Decoder.stats` (``error.<kind>``) and skipped.
 
-Hot path: Ethernet + IPv4 (no options, not a fragment) + UDP on a port that no tunnel decoder watches is
-handled inline in `decode_batch` with two `struct` calls and one record; everything else goes through
-`_frame`. Buffers stay `bytes` addressed by offsets; only the record's payload and IP packet are sliced.
+Hot path: with the C kernel (kernel.py) a batch is parsed in C into columns of offsets and fields and
+the records are built without per-packet bytecode; frames it does not take come back to `_frame`. Without
+it, Ethernet + IPv4 (no options, not a fragment) + UDP on a port that no tunnel decoder watches is handled
+inline in `_decode_python` with two `struct` calls and one record; everything else goes through `_frame`.
+Buffers stay `bytes` addressed by offsets; only the record's fields are sliced.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .fragments import FragmentReassembler
 from .hep import MAGIC as HEP_MAGIC
 from .hep import HepStreamDecoder, hep_to_record, parse_hep3, split_hep3
 from .ipfix import IpfixStreamDecoder
+from .kernel import BatchKernel, use_kernel
 from .options import DecodeOptions
 from .record import DecodedPacket
 from .stats import DecodeStats
@@ -91,9 +94,14 @@ class Decoder:
 
     One instance holds the state that spans packets (fragments, duplicates, HEP/IPFIX TCP streams) and
     the counters in `stats`. Not thread-safe: use one decoder per capture thread.
+
+    `kernel` chooses the batch path: "auto" (default, or `$VMPROTO_DECODE_KERNEL`: the C kernel when it
+    builds, else pure Python), "c" (raises `KernelUnavailable` without it) or "python". Both give identical
+    records and counters. Raises `ValueError` for another choice.
     """
 
-    def __init__(self, options: DecodeOptions | None = None, stats: DecodeStats | None = None) -> None:
+    def __init__(self, options: DecodeOptions | None = None, stats: DecodeStats | None = None, *,
+                 kernel: str | None = None) -> None:
         self.options = o = options or DecodeOptions()
         self.stats = stats if stats is not None else DecodeStats()
         self.frags = FragmentReassembler(self.stats, o.frag_max_datagrams, o.frag_max_bytes, o.frag_timeout_ns)
@@ -117,6 +125,14 @@ class Decoder:
             tcp.add(o.ipfix_bind_port)
         tcp.discard(0)
         self._tcp_watch = frozenset(tcp)
+        # The C kernel takes the common frames of a batch; everything else comes back to `_frame`.
+        self._kernel = (BatchKernel(o, self.stats, self._udp_watch, self._tcp_watch) if use_kernel(kernel)
+                        else None)
+
+    @property
+    def uses_kernel(self) -> bool:
+        """True when batches go through the C kernel (False: the pure-Python decoder alone)."""
+        return self._kernel is not None
 
     # ----------------------------------------------------------------------------------------------
     # entry points
@@ -129,16 +145,41 @@ class Decoder:
         """
         if len(ts_list) != len(frames):
             raise DecodeError("batch_mismatch", f"{len(ts_list)} timestamps for {len(frames)} frames")
+        out = None
+        if self._kernel is not None and frames:
+            out = self._kernel.decode(linktype, ts_list, frames, self._slow_frame)
+        if out is None:
+            out = self._decode_python(linktype, ts_list, frames)
+        if self.dedup is not None:
+            is_dup = self.dedup.is_duplicate
+            out = [rec for rec in out if not is_dup(rec)]
+        stats = self.stats
+        stats.inc("frames", len(frames))
+        stats.inc("records", len(out))
+        return out
+
+    def _slow_frame(self, linktype: int, ts: int, f: bytes, out: list) -> None:
+        """Decode one frame in Python, appending its records to `out`; malformed input is only counted."""
+        try:
+            self._frame(linktype, ts, f, out)
+        except _Malformed as exc:
+            self.stats.inc("error." + exc.args[0])
+        except (struct.error, IndexError, ValueError):
+            # A bounds check we missed: still counted, never raised.
+            self.stats.inc("error.malformed")
+
+    def _decode_python(self, linktype: int, ts_list: Sequence[int], frames: Sequence[bytes]) -> list[DecodedPacket]:
+        """The reference decoder loop: records of all frames in order (before duplicate suppression)."""
         out: list[DecodedPacket] = []
         append = out.append
-        frame_fn = self._frame
-        errors = 0
+        slow = self._slow_frame
         watch = self._udp_watch
-        fast = linktype == lt.EN10MB and self.dedup is None
+        fast = linktype == lt.EN10MB
         DP = DecodedPacket
         fast_v4 = _FAST_V4
         u16x3 = _U16X3
         for ts, f in zip(ts_list, frames, strict=True):
+            # Inline: Ethernet + IPv4 without options, not a fragment, + UDP on a port no tunnel watches.
             if fast and len(f) >= 42 and f[12] == 8 and f[13] == 0 and f[14] == 0x45:
                 tot, frag, ttl, proto = fast_v4(f, 16)
                 end = 14 + tot
@@ -148,18 +189,7 @@ class Decoder:
                         append(_new(DP, (ts, 4, f[26:30], f[30:34], 17, sport, dport, f[42:end], ttl, f[14:end],
                                          0, 0, -1, "")))
                         continue
-            try:
-                frame_fn(linktype, ts, f, out)
-            except _Malformed as exc:
-                self.stats.inc("error." + exc.args[0])
-                errors += 1
-            except (struct.error, IndexError, ValueError):
-                # A bounds check we missed: still counted, never raised.
-                self.stats.inc("error.malformed")
-                errors += 1
-        stats = self.stats
-        stats.inc("frames", len(frames))
-        stats.inc("records", len(out))
+            slow(linktype, ts, f, out)
         return out
 
     def decode_ip(self, ts_ns: int, packet: bytes, vlan: int = -1, tunnel: str = "") -> list[DecodedPacket]:
@@ -174,6 +204,9 @@ class Decoder:
             self.stats.inc("error." + exc.args[0])
         except (struct.error, IndexError, ValueError):
             self.stats.inc("error.malformed")
+        if self.dedup is not None:
+            is_dup = self.dedup.is_duplicate
+            out = [rec for rec in out if not is_dup(rec)]
         return out
 
     # ----------------------------------------------------------------------------------------------
@@ -375,8 +408,7 @@ class Decoder:
             self.stats.inc("skip.sctp_no_data")
 
     def _emit(self, rec: DecodedPacket, out: list) -> None:
-        if self.dedup is not None and self.dedup.is_duplicate(rec):
-            return
+        # Duplicate suppression runs over the finished output (same order, same result): see decode_batch.
         out.append(rec)
 
     def _enter(self, depth: int) -> None:
