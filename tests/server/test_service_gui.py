@@ -156,3 +156,36 @@ async def test_garbage_is_dropped_and_others_keep_working(server, connect):
                 await service.send(ev.Pong())
                 break
     await eventually(lambda: server.stats.protocol_errors["query"] >= 1)
+
+
+async def test_keylog_has_keys_to_decrypt_the_connection(start_server, connect, tmp_path):
+    from vmproto import keylog
+    from vmproto.inspect.keys import load_keys
+
+    path = tmp_path / "keys.jsonl"
+    server = await start_server(keylog=path)
+    client = await connect(server.port, StoreClient())
+    creds = credentials()
+    assert isinstance(await handshake(client, creds), ev.StoreAccepted)
+    (entry,) = keylog.load(path)
+    assert entry["type_connection"] == "store" and entry["conn"] == client.stream.socket.getsockname()[1]
+    assert entry["aes_ckey"] == creds.aes_ckey and entry["aes_ivec"] == creds.aes_ivec
+    assert entry["server_rsa_private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    found = load_keys(path).lookup(entry["conn"])  # the inspector reads it, private key included
+    assert found is not None and found.private_key_pem is not None and found.aes_key == creds.aes_ckey.encode()[:16]
+
+
+async def test_opening_line_timeout_and_per_address_cap(start_server, connect):
+    server = await start_server(server_opening_line_timeout_s=1, server_max_connections_per_ip=2)
+    slow = await connect(server.port)
+    await slow.raw(b'{"type_connection":')
+    second = await connect(server.port)
+    third = await connect(server.port)
+    assert await third.closed_by_peer(timeout=2)  # over the cap: closed at once, nothing written
+    started = time.monotonic()
+    assert await slow.closed_by_peer(timeout=5)
+    assert 0.8 <= time.monotonic() - started < 3
+    assert await second.closed_by_peer(timeout=5)
+    assert server.stats.refused["per-address cap"] == 1
+    assert server.stats.refused["opening line timeout"] == 2
