@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", dest="replay", type=Path, help="process this pcap/pcapng file instead of capturing live")
     p.add_argument("-v", dest="verbosity", type=int, default=0, help="verbosity (2 or more: debug)")
     p.add_argument("--keylog", type=Path, help="append session keys of C/S connections to this file (0600)")
+    p.add_argument("--stay", action="store_true",
+                   help="with -r: once the file is processed and delivered, keep serving the central (service "
+                        "channel, GUI tasks such as PCAP fetches from the spool) until SIGTERM")
     return p
 
 
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.keylog is not None:
             keylog = KeyLog(args.keylog)
-        app = SensorApp(cfg, replay=args.replay, keylog=keylog)
+        app = SensorApp(cfg, replay=args.replay, keylog=keylog, stay=args.stay)
         report = trio.run(app.run)
     except (SensorSetupError, DatabaseError, OSError, BaseExceptionGroup) as exc:
         messages = _startup_failures(exc)

@@ -127,10 +127,12 @@ class SensorApp:
 
     def __init__(self, cfg: Any, *, replay: Path | None = None, sinks: list[CdrSink] | None = None,
                  on_started: Callable[[SensorApp], None] | None = None, keylog: KeyLog | None = None,
-                 stall_timeout: float = 60.0,
+                 stall_timeout: float = 60.0, stay: bool = False,
                  source: Callable[[trio.MemorySendChannel[PacketBatch]], Awaitable[None]] | None = None) -> None:
         self.cfg = cfg
         self.source = source
+        # After a replay: keep the service (and manager port) up until a signal, e.g. to serve PCAP fetches.
+        self.stay = stay
         self.stall_timeout = stall_timeout
         self.replay = replay
         # Handed to the C/S client connections (none in classic mode).
@@ -158,6 +160,7 @@ class SensorApp:
         self._db_manager_key: ManagerAesKey | None = None
         self.manager_addrs: list[tuple[str, int]] = []
         self._capture_scope = trio.CancelScope()
+        self._stay_scope: trio.CancelScope | None = None
         self._stop_signal = ""
 
     def _default_sinks(self) -> list[CdrSink]:
@@ -209,6 +212,12 @@ class SensorApp:
                     self.on_started(self)
                 await self._pipeline(receive)
                 await self._finish()
+                if self.stay and not self._stop_signal:
+                    log_event(log, logging.INFO, "replay done, staying connected until a signal")
+                    await self._stay_until_stopped()
+                if self.remote is not None:
+                    with trio.CancelScope(shield=True):
+                        await self.remote.stop()
                 nursery.cancel_scope.cancel()
         finally:
             if live is not None:
@@ -216,10 +225,17 @@ class SensorApp:
         self._summarise()
         return self.report
 
+    async def _stay_until_stopped(self) -> None:
+        self._stay_scope = trio.CancelScope()
+        with self._stay_scope:
+            await trio.sleep_forever()
+
     def stop(self, reason: str = "stop") -> None:
         """Stop capturing; open calls are then closed as a forced stop and everything is flushed."""
         self._stop_signal = reason
         self._capture_scope.cancel()
+        if self._stay_scope is not None:
+            self._stay_scope.cancel()
 
     def _open_live(self) -> LiveCapture:
         interfaces = self.cfg.get("interface", ()) or ("any",)

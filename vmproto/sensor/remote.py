@@ -106,6 +106,7 @@ class RemoteClient:
         self.tasks = TaskRunner(self.connector, self.session, runner=_ManagerCommands(manager_ctx),
                                 responses=self.responses)
         self.service = ServiceClient(self.connector, self.session, self.tasks)
+        self._service_done = trio.Event()
         self.mirror: MirrorSender | None = None
         self.store_sink: StoreCdrSink | None = None
         if self.packetbuffer_sender:
@@ -141,10 +142,20 @@ class RemoteClient:
             task_status.started()
 
     async def _service(self) -> None:
-        await self.service.run()
+        try:
+            await self.service.run()
+        finally:
+            self._service_done.set()
+
+    async def stop(self) -> None:
+        """Shut the service down the protocol's way (spec §7.9: answer the next ping with `stop`, or close after
+        the grace period) and wait for it, at most the grace period plus a second."""
+        self.service.stop()
+        with trio.move_on_after(self.connector.timings.service_stop_grace + 1.0):
+            await self._service_done.wait()
 
     async def drain(self, stall_timeout: float) -> list[str]:
-        """At the end of a run: stop the service politely and wait for mirrored blocks to be confirmed.
+        """At the end of a run: wait for mirrored blocks to be confirmed (the service keeps running).
         Returns the problems (empty when everything was delivered)."""
         problems: list[str] = []
         if self.mirror is not None:
@@ -163,7 +174,6 @@ class RemoteClient:
             dropped = sum(self.mirror.stats.dropped.values())
             if dropped:
                 problems.append(f"mirroring dropped {dropped} packets: {dict(self.mirror.stats.dropped)}")
-        self.service.stop()
         log_event(log, logging.INFO, "client drained", handshakes=self.service.handshakes,
-                  tasks=self.tasks.completed)
+                  blocks_confirmed=self.mirror.stats.blocks_confirmed if self.mirror else 0)
         return problems
