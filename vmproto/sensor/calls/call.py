@@ -191,7 +191,11 @@ class Call:
             else:
                 if m.ptime:
                     found.ptime = m.ptime
-                found.rtpmap.update(m.rtpmap)
+                if m.rtpmap and any(found.rtpmap.get(k) != v for k, v in m.rtpmap.items()):
+                    found.rtpmap.update(m.rtpmap)
+                    for s in self.streams.values():
+                        if s.rtpmap_own is found.rtpmap:
+                            s.refresh_rtpmap()
         if changed:
             self.forcemark_times.append(ts_us)
 
@@ -257,7 +261,7 @@ class Call:
 
     def _stream_stats(self, s: RtpStream, index: int) -> StreamStats:
         connected = bool(self.connect_time_us)
-        s.save_mos(connected) if s._save_mos_wait or not s._mos_time_ms else None
+        s.finalize_mos(connected)
         lost = s.lost
         loss_perc = int(math.floor(lost / (s.received + 2 + lost) * 100 * 1000 + 0.5)) if (s.received + 2 + lost) else 0
         f1, f2, ad = (ch for ch in s.mos)

@@ -121,7 +121,10 @@ class _MosChannel:
             return 45
         burstr = 0.0
         if received > 0 and bursts > 0:
-            burstr = (lost / bursts) / (1.0 / (1.0 - lost / received2)) if received2 else 0.0
+            if received2:
+                # lost == received2 gives 1/0: the reference's C arithmetic yields inf there (burstr 0 -> 1).
+                denom = 1.0 - lost / received2
+                burstr = (lost / bursts) / (1.0 / denom) if denom else 0.0
             burstr = -burstr if burstr < 0 else max(burstr, 1.0)
         lossr = lost / received2 if received > 0 and received2 else 0.0
         if not connected and received < 100:
@@ -206,6 +209,21 @@ class RtpStream:
         self._save_mos_wait = 0
 
     # ---- reading ---------------------------------------------------------------------------------------
+
+    def feed(self, ts_us: int, ttl: int, data: bytes, forcemark_times: list[int], connected: bool) -> bool:
+        """Account one UDP payload of this stream; return False when the reference would ignore it (or it is
+        not RTP). The same entry point as the C kernel's `KernelRtpStream.feed`."""
+        hdr = parse_rtp_header(data)
+        if hdr is None:
+            return False
+        return self.read(ts_us, ttl, hdr, forcemark_times, connected)
+
+    def refresh_rtpmap(self) -> None:
+        """Nothing to do: `rtpmap_own` is read live (the C kernel copies it)."""
+
+    def loss_histogram(self, channel: int) -> list[int]:
+        """The loss-burst histogram of MOS receiver `channel` (0 F1, 1 F2, 2 adaptive)."""
+        return list(self.playout[channel].loss)
 
     def read(self, ts_us: int, ttl: int, hdr: RtpHeader, forcemark_times: list[int], connected: bool) -> bool:
         """Account one packet of this stream; return False when the reference would ignore it."""
@@ -564,6 +582,11 @@ class RtpStream:
             else:
                 ch.average = float(value)
         self._mos_time_ms = new_ms
+
+    def finalize_mos(self, connected: bool) -> None:
+        """Close the pending MOS interval at the end of the stream (none closed yet, or one waiting)."""
+        if self._save_mos_wait or not self._mos_time_ms:
+            self.save_mos(connected)
 
     # ---- results --------------------------------------------------------------------------------------------
 

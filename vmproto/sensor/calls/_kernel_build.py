@@ -1,0 +1,81 @@
+"""cffi (API mode) definition of the RTP statistics kernel (`_kernel.c`).
+
+`build(tmpdir)` compiles the extension module `_vmproto_rtp_kernel` and returns the path of the shared object.
+`vmproto.sensor.calls.kernel` calls it on first import and caches the result; run this file directly
+(`python -m vmproto.sensor.calls._kernel_build`) to build into the current directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import sysconfig
+from pathlib import Path
+
+MODULE_NAME = "_vmproto_rtp_kernel"
+SOURCE = Path(__file__).with_name("_kernel.c")
+
+#: What Python sees of the kernel. Struct fields listed here are read after a stream ends; `...;` lets the C
+#: compiler fill in the layout (API mode), so the order need not match the C struct.
+CDEF = """
+typedef struct {
+    int64_t first_time_us, last_time_us;
+    int64_t ttl_min, ttl_max, ttl_sum, ttl_count;
+    int64_t codec, first_codec;
+    int64_t received, lost, reordered;
+    int64_t slost[11];
+    int64_t delay[7];
+    double avgjitter, maxjitter;
+    int64_t packetization;
+    float avg_ptime;
+    int64_t save_mos_wait, mos_time_ms;
+    ...;
+} vm_stream;
+
+vm_stream *vm_stream_new(void);
+void vm_stream_free(vm_stream *s);
+int vm_stream_read(vm_stream *s, int64_t ts_us, int64_t ttl, const uint8_t *data, int64_t len,
+                   const int64_t *fm, int64_t fm_n, int connected);
+void vm_stream_save_mos(vm_stream *s, int connected);
+int64_t vm_stream_loss(const vm_stream *s, int chan, int bucket);
+int64_t vm_stream_mos_min(const vm_stream *s, int chan);
+double vm_stream_mos_avg(const vm_stream *s, int chan);
+void vm_stream_set_rtpmap(vm_stream *s, int pt, int64_t codec);
+"""
+
+#: Floating point must follow Python's evaluation exactly: no fused multiply-add, no fast-math.
+COMPILE_ARGS = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]
+
+
+def source_digest() -> str:
+    """A key for the compiled artefact: kernel source, cdef, flags, interpreter ABI and platform."""
+    h = hashlib.sha256()
+    h.update(SOURCE.read_bytes())
+    h.update(CDEF.encode())
+    h.update(" ".join(COMPILE_ARGS).encode())
+    h.update(sys.implementation.cache_tag.encode())
+    h.update(str(sysconfig.get_config_var("EXT_SUFFIX")).encode())
+    h.update(sysconfig.get_platform().encode())
+    return h.hexdigest()[:16]
+
+
+def ffibuilder():  # noqa: ANN201 - cffi.FFI, imported lazily so importing this module costs nothing
+    """Return the configured cffi builder (what a setuptools `cffi_modules` entry would point at)."""
+    from cffi import FFI
+
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source(MODULE_NAME, SOURCE.read_text(), extra_compile_args=COMPILE_ARGS, libraries=["m"])
+    return ffi
+
+
+def build(tmpdir: str | Path) -> Path:
+    """Compile the kernel in `tmpdir`; return the shared object's path. Raises whatever the compiler
+    toolchain raises (cffi.VerificationError, distutils/setuptools errors, OSError)."""
+    ffi = ffibuilder()
+    out = ffi.compile(tmpdir=str(tmpdir), verbose=False)
+    return Path(out)
+
+
+if __name__ == "__main__":
+    print(build("."))
