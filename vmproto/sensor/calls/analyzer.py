@@ -120,9 +120,9 @@ class CallAnalyzer:
 
     def feed(self, pkt: PacketLike) -> list[CdrRecord]:
         """Process one packet; return CDRs of calls closed by timers."""
-        if isinstance(pkt, tuple):
-            # DecodedPacket (or a NamedTuple with its field order): one unpack instead of nine lookups.
-            ts_ns, ip_version, src, dst, proto, sport, dport, data, ttl = pkt[:9]
+        if isinstance(pkt, tuple) and len(pkt) == 14:
+            # DecodedPacket (or a NamedTuple with its fields and order): one unpack instead of nine lookups.
+            ts_ns, ip_version, src, dst, proto, sport, dport, data, ttl, _, _, _, _, _ = pkt
         else:
             ts_ns, ip_version, src, dst, proto = pkt.ts_ns, pkt.ip_version, pkt.src, pkt.dst, pkt.proto
             sport, dport, data, ttl = pkt.sport, pkt.dport, pkt.payload, pkt.ttl
@@ -160,7 +160,14 @@ class CallAnalyzer:
                     else:
                         counted = stream.feed(ts_us, ttl, data, call.forcemark_times, call.connect_time_us != 0)
                     if counted:
-                        self._rtp_counted(call, stream.iscaller, ts_us)
+                        if not call.first_rtp_time_us:
+                            call.first_rtp_time_us = ts_us
+                        if ts_us > call.last_rtp_us:
+                            call.last_rtp_us = ts_us
+                        if stream.iscaller:
+                            call.last_rtp_a_us = ts_us
+                        else:
+                            call.last_rtp_b_us = ts_us
         elif proto == _TCP and (sport in sip_ports or dport in sip_ports):
             key = (src, sport, dst, dport)
             reported: set[str] = set()
