@@ -37,9 +37,6 @@ def test_every_known_issue_has_a_regression_test():
 
 # --- atoi-digit-limit ----------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="vmproto/wire/vmjson.atoi: int() of > 4300 digits raises ValueError (fuzz finding "
-                          "atoi-digit-limit); atoi should saturate like strtol without converting every digit")
 @pytest.mark.parametrize("entry", ["atoi", "store_id_main", "store_item_length", "query_errno"])
 def test_atoi_long_digit_run(entry):
     calls = {

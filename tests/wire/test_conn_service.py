@@ -208,3 +208,15 @@ def test_unexpected_client_block_closes_server():
     with pytest.raises(RemoteProtocolError):
         pair.server.next_event()
     assert pair.server.state is State.CLOSED
+
+
+def test_long_digit_run_in_credentials_is_read_like_c_atoi():
+    """sensor_version / sensor_id are read with C atoi before the password check (fuzz finding atoi-digit-limit):
+    a digit run past Python's int-string limit saturates instead of raising ValueError."""
+    server = ServiceServer(rsa_key=rsa_key(4096), password="refpass", require_new_store_version=True)
+    long_run = "9" * 5000
+    text = ('{"sensor_id":"' + long_run + '","password":"wrong","aes_ckey":"' + CKEY + '","aes_ivec":"' + IVEC
+            + '","sensor_version":"-' + long_run + '"}').encode()
+    with pytest.raises(RemoteProtocolError) as info:
+        server._check_credentials(text)  # one RSA block cannot carry 5 000 digits: the parser is called directly
+    assert info.value.reply == b"need upgrade sensor!!!"  # atoi saturates to LONG_MIN -> 0 < 23007000

@@ -71,3 +71,41 @@ def test_atoi(value, expected):
 
 def test_text_value():
     assert vmjson.text_value(True) == "true" and vmjson.text_value(5) == "5" and vmjson.text_value(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9" * 5000, -1),  # LONG_MAX saturated, low 32 bits all ones
+        ("-" + "9" * 5000, 0),  # LONG_MIN: low 32 bits zero
+        ("0" * 5000 + "42", 42),  # leading zeros are not significant digits
+        ("0" * 5000, 0),
+        (" \t+" + "0" * 100 + "9223372036854775807x", -1),
+        ("9223372036854775808", -1),  # one past LONG_MAX saturates
+        ("-9223372036854775809", 0),
+        ("1" * 19, vmjson.atoi(int("1" * 19))),
+        pytest.param(10**5000, -1, id="int-past-digit-limit"),  # a Python int: str() of it would raise
+        pytest.param(-(10**5000), 0, id="negative-int-past-digit-limit"),
+    ],
+)
+def test_atoi_long_digit_runs_saturate_without_raising(value, expected):
+    """C atoi on any input (fuzz finding atoi-digit-limit): no ValueError from Python's 4 300-digit limit."""
+    assert vmjson.atoi(value) == expected
+
+
+@given(st.text(alphabet=" +-0123456789x", max_size=40))
+def test_atoi_matches_strtol_then_int_cast(text):
+    stripped = text.lstrip(" ")
+    digits = ""
+    sign = 1
+    rest = stripped
+    if rest[:1] in ("+", "-"):
+        sign = -1 if rest[0] == "-" else 1
+        rest = rest[1:]
+    for ch in rest:
+        if not ch.isdigit():
+            break
+        digits += ch
+    value = max(-(2**63), min(2**63 - 1, sign * int(digits or "0")))
+    expected = ((value & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
+    assert vmjson.atoi(text) == expected

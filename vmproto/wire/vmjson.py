@@ -171,14 +171,29 @@ def text_value(value: Any) -> str:
 
 _INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+# 10**19 > LONG_MAX: a run of more significant digits than this saturates without being converted. This keeps
+# the conversion cost bounded and stays clear of Python's int-from-string digit limit (4 300 digits by default),
+# which would otherwise raise ValueError on a long digit run from the peer.
+_LONG_DIGITS = len(str(_LONG_MAX))
+
+
+def _to_c_int(number: int) -> int:
+    # glibc: strtol saturates to 64 bits, then atoi's cast keeps the low 32 bits, signed.
+    number = max(_LONG_MIN, min(_LONG_MAX, number))
+    number &= 0xFFFFFFFF
+    return number - (1 << 32) if number > _INT_MAX else number
 
 
 def atoi(value: Any) -> int:
     """C ``atoi`` applied to the text form of a parsed JSON value (how the reference reads flags).
 
     ``"1"`` -> 1, ``2`` -> 2, ``"12abc"`` -> 12, ``"true"``/``True`` -> 0, ``None`` -> 0. glibc's
-    atoi is ``(int)strtol``: saturate to 64 bits, then keep the low 32 bits, signed.
+    atoi is ``(int)strtol``: saturate to 64 bits, then keep the low 32 bits, signed. Any digit run,
+    however long, is accepted: past 19 significant digits the value saturates at once (``LONG_MAX`` /
+    ``LONG_MIN``, so the result is -1 / 0) without converting the digits. Never raises.
     """
+    if type(value) is int:  # a Python int from a caller: no text round trip (str() of a huge int raises)
+        return _to_c_int(value)
     text = text_value(value)
     i, n = 0, len(text)
     while i < n and text[i] in " \t\n\v\f\r":
@@ -188,11 +203,13 @@ def atoi(value: Any) -> int:
         sign = -1 if text[i] == "-" else 1
         i += 1
     start = i
+    while i < n and text[i] == "0":
+        i += 1
+    first = i  # first significant digit
     while i < n and "0" <= text[i] <= "9":
         i += 1
     if i == start:
         return 0
-    number = sign * int(text[start:i])
-    number = max(_LONG_MIN, min(_LONG_MAX, number))
-    number &= 0xFFFFFFFF
-    return number - (1 << 32) if number > _INT_MAX else number
+    if i - first > _LONG_DIGITS:
+        return _to_c_int(sign * (_LONG_MAX + 1))
+    return _to_c_int(sign * int(text[first:i] or "0"))
