@@ -38,12 +38,8 @@ XFAIL = {
     "gen_base_audiocodes": "AudioCodes media records carry one address per stream (device side 0.0.0.0); "
                            "our SDP-destination lookup does not attribute the caller stream, the reference "
                            "does (a_* columns)",
-    "pub_heplify_gre_teb_sip": "sipcalledip/port: the reference takes the called side from a later INVITE "
-                               "leg (its invite list); our first-INVITE rule differs",
     "pub_heplify_sip_ipv6_udp": "reference stored out-of-range values (duration NULL, progress_time 16777215 "
                                 "= mediumint clamp) for a call whose packets share one timestamp; not modelled",
-    "pub_heplify_sip_websocket": "sipcalledip/port: the reference takes the called side from a later INVITE "
-                                 "leg behind the WebSocket proxy; our first-INVITE rule differs",
     "pub_wsample_nb6_telephone": "one late RTP packet of the callee stream that the reference does not count "
                                  "(received 260 vs 261); cause not found yet",
 }

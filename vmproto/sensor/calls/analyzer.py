@@ -15,7 +15,7 @@ from vmproto.sensor.calls.call import BYE_FORCED, BYE_RTP_TIMEOUT, Call
 from vmproto.sensor.calls.errors import CallAnalysisError
 from vmproto.sensor.calls.kernel import KernelRtpStream, load_kernel, stream_class
 from vmproto.sensor.calls.sdp import parse_sdp
-from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message
+from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message, parse_name_addr, via_branch
 from vmproto.sensor.calls.stream import TcpSipReassembler
 from vmproto.sensor.cdr.model import CdrRecord, CdrSipHistoryRow
 
@@ -287,6 +287,10 @@ class CallAnalyzer:
             call.invite_cseqs.add(cseq)
             if from_caller is not False:
                 call.invite_addrs.add((pkt.src, pkt.sport, pkt.dst, pkt.dport))
+            to = parse_name_addr(msg.header("to"))
+            call.invites.note_invite(pkt.src, pkt.sport, pkt.dst, pkt.dport, ts_us,
+                                     cseq != call.invite_cseq and bool(to.tag), to.user, via_branch(msg),
+                                     (call.sipcallerip, call.sipcallerport), (call.sipcalledip, call.sipcalledport))
             if ts_us != call.first_packet_us or cseq != call.invite_cseq:
                 call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "INVITE", None, None))
         elif method == "CANCEL":
@@ -334,6 +338,7 @@ class CallAnalyzer:
                 if not call.progress_time_us:
                     call.progress_time_us = ts_us
             if cseq[1] == "INVITE" and cseq in call.invite_cseqs:
+                call.invites.confirm(pkt.src, pkt.sport, pkt.dst, pkt.dport)
                 call.seeninviteok = True
                 if not call.connect_time_us:
                     call.connect_time_us = ts_us

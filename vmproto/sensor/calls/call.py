@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from vmproto.sensor.calls.invites import InviteLegs
 from vmproto.sensor.calls.rtp import RtpStream
 from vmproto.sensor.calls.sdp import SdpMedia
 from vmproto.sensor.calls.sip import SipMessage, parse_name_addr
@@ -105,6 +106,7 @@ class Call:
     whohanged: int | None = None
     oneway: bool = True
     invite_addrs: set[tuple[bytes, int, bytes, int]] = field(default_factory=set)
+    invites: InviteLegs = field(default_factory=InviteLegs)
     endpoints: list[MediaEndpoint] = field(default_factory=list)
     streams: dict[tuple[bytes, int, bytes, int, int], RtpStream] = field(default_factory=dict)
     forcemark_times: list[int] = field(default_factory=list)
@@ -334,6 +336,8 @@ class Call:
             if self.first_response_xxx_us:
                 rtxxx = min(65535, int(math.floor((self.first_response_xxx_us - self.first_invite_us) / 1000 + 0.5)))
         ttl = [s for s in (a, b) if s is not None and s.ttl_count]
+        caller_ip, caller_port = self.invites.caller((self.sipcallerip, self.sipcallerport))
+        called_ip, called_port = self.invites.called((self.sipcalledip, self.sipcalledport))
         return CdrRecord(
             id_sensor=id_sensor,
             fbasename=self.call_id,
@@ -347,8 +351,7 @@ class Call:
             if self.seenbye_us and self.seenbye_and_ok_us > self.seenbye_us else 0,
             caller=self.caller, called=self.called, callername=self.callername,
             caller_domain=self.caller_domain, called_domain=self.called_domain,
-            sipcallerip=self.sipcallerip, sipcallerport=self.sipcallerport,
-            sipcalledip=self.sipcalledip, sipcalledport=self.sipcalledport,
+            sipcallerip=caller_ip, sipcallerport=caller_port, sipcalledip=called_ip, sipcalledport=called_port,
             last_sip_response_num=self.last_response_num, last_sip_response=self.last_response,
             whohanged=whohanged, bye=self.bye_code(), sighup=False,
             vlan=self.vlan if self.vlan >= 0 else None,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from vmproto.sensor.calls.errors import SipParseError
 
-__all__ = ["SipMessage", "NameAddr", "parse_message", "split_stream", "parse_name_addr", "looks_like_sip"]
+__all__ = ["SipMessage", "NameAddr", "parse_message", "split_stream", "parse_name_addr", "looks_like_sip", "via_branch"]
 
 _COMPACT = {
     "i": "call-id", "f": "from", "t": "to", "m": "contact", "l": "content-length", "c": "content-type",
@@ -249,3 +249,16 @@ def _split_hostport(hostport: str) -> tuple[str, int]:
     else:
         host, _, port = hostport.partition(":")
     return host, int(port) if port.isdigit() else 0
+
+
+def via_branch(msg: SipMessage) -> str:
+    """Return the `branch` parameter of the message's first Via value ("" when there is none)."""
+    via = msg.header("via")
+    if not via:
+        return ""
+    first = via.split(",", 1)[0]
+    for param in first.split(";")[1:]:
+        k, _, v = param.partition("=")
+        if k.strip().lower() == "branch":
+            return v.strip()
+    return ""
