@@ -134,7 +134,7 @@ def test_truncated_and_trailing():
 def test_decode_catches_packets_running_past_the_area():
     payload = bytearray(_one_packet(compress=None, checksum=False))
     struct.pack_into("<I", payload, 64 + 4 + 8, 61)
-    with pytest.raises(RemoteProtocolError, match="caplen = 61"):
+    with pytest.raises(RemoteProtocolError, match="^bad offsets$"):  # spec §9.3 layout, §9.8 row 10
         decode_container(bytes(payload), None)
 
 
@@ -159,3 +159,109 @@ def test_peek_header_fields():
     assert (h.version, h.count, h.sensor_id, h.ifname_text, h.hm, h.counter, h.require_confirmation) == (
         7, 1, 3, "read_from", 0, 1, 1
     )
+
+
+def _with_size(payload: bytes, size: int) -> bytes:
+    out = bytearray(payload)
+    struct.pack_into("<I", out, 20, size)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("method", [PbCompression.SNAPPY, PbCompression.LZ4])
+def test_declared_area_over_256_mib_is_too_big_before_any_allocation(method):
+    """spec §9.8 row 10 / §5.8: a compressed container declaring more than 256 MiB is refused by validation and
+    by decoding, without asking the codec for the declared size (fuzz finding pb-uncompressed-size-cap)."""
+    good = _one_packet(compress=method, checksum=False)
+    for size in (256 * 1024 * 1024 + 1, 0xFFFFFFFF):
+        huge = _with_size(good, size)
+        assert _reason(huge, max_size=1 << 40) == "too big"
+        with pytest.raises(RemoteProtocolError, match="^too big$"):
+            decode_container(huge, method)
+
+
+def test_declared_area_is_also_capped_by_the_container_cap():
+    """spec §5.8: the declared area must also stay within 10 x packetbuffer_block_maxsize (validate's max_size)."""
+    good = _one_packet(compress=PbCompression.SNAPPY, checksum=False)
+    assert _reason(_with_size(good, 4097), max_size=4096) == "too big"
+    with pytest.raises(RemoteProtocolError, match="^too big$"):
+        decode_container(_with_size(good, 4097), PbCompression.SNAPPY, max_size=4096)
+
+
+def test_pb_decompress_refuses_a_size_over_its_cap():
+    from vmproto.wire.compression import pb_compress, pb_decompress
+
+    data = pb_compress(PbCompression.LZ4, b"x" * 100)
+    assert pb_decompress(PbCompression.LZ4, data, 100, max_size=100) == b"x" * 100
+    for size in (101, -1):
+        with pytest.raises(RemoteProtocolError, match="^too big$"):
+            pb_decompress(PbCompression.LZ4, data, size, max_size=100)
+
+
+def _two_packets(hm: int = HM_PLUS) -> bytearray:
+    b = ContainerBuilder(hm)
+    b.add(1, 2, b"a" * 10)
+    b.add(1, 2, b"b" * 10)
+    return bytearray(b.build(counter=1, compress=None, checksum=False))
+
+
+def _pad_area_start(payload: bytearray, header_size: int) -> None:
+    """Four bytes before the first packet: offsets and size moved along, so only the layout is wrong."""
+    payload[72:72] = b"\0" * 4
+    struct.pack_into("<I", payload, 20, struct.unpack_from("<I", payload, 20)[0] + 4)
+    struct.pack_into("<II", payload, 64, 4, 4 + header_size + 10)
+
+
+@pytest.mark.parametrize("hm", [HM_PLUS, HM_PLUS2])
+@pytest.mark.parametrize(
+    ("what", "mutate"),
+    [
+        ("caplen runs into the next header", lambda p, h: struct.pack_into("<I", p, 72 + 8, 11)),
+        ("caplen leaves a gap", lambda p, h: struct.pack_into("<I", p, 72 + 8, 9)),
+        ("last packet runs past the area", lambda p, h: struct.pack_into("<I", p, 72 + h + 10 + 8, 11)),
+        ("last packet ends before the area", lambda p, h: struct.pack_into("<I", p, 72 + h + 10 + 8, 9)),
+        ("padding before the first packet", lambda p, h: _pad_area_start(p, h)),
+    ],
+)
+def test_layout_violations_are_bad_offsets_in_validation_and_decoding(hm, what, mutate):
+    """spec §9.3 layout, §9.8 row 10 (fuzz finding pb-layout-unchecked): what validation accepts, decoding
+    accepts too, so the central never acknowledges a container it then has to drop."""
+    payload = _two_packets(hm)
+    header_size = PLUS2_SIZE if hm == HM_PLUS2 else PLUS_SIZE
+    validate_container(bytes(payload), now=NOW)
+    assert len(decode_container(bytes(payload), None)) == 2
+    mutate(payload, header_size)
+    assert _reason(bytes(payload)) == "bad offsets", what
+    with pytest.raises(RemoteProtocolError, match="^bad offsets$"):
+        decode_container(bytes(payload), None)
+
+
+def test_decoded_compressed_area_gets_rows_8_to_10():
+    """A compressed area is checked after decoding like an uncompressed one (spec §9.8 notes)."""
+    from vmproto.wire.compression import pb_compress
+
+    plain = _two_packets()
+    area = bytearray(plain[72:])
+    struct.pack_into("<I", area, 8, 70000)
+    comp = pb_compress(PbCompression.SNAPPY, bytes(area))
+    header = bytearray(plain[:72])
+    struct.pack_into("<I", header, 24, len(comp))
+    payload = bytes(header) + comp
+    validate_container(payload, now=NOW)  # a compressed area is not inspected before the reply
+    with pytest.raises(RemoteProtocolError, match="^bad headers - caplen = 70000$"):
+        decode_container(payload, PbCompression.SNAPPY)
+
+
+def test_count_zero_is_bad_offsets():
+    """spec §9.8 row 7: count 0 -> `bad offsets`, with the checksum off or recomputed over the declared extent.
+
+    Row 6 (checksum) comes first: zeroing `count` shortens the declared container by 4 bytes, so a checksum made
+    for the original extent no longer matches and the reply is `bad checksum` (the reference's too)."""
+    good = bytearray(_one_packet(compress=None))
+    struct.pack_into("<I", good, 28, 0)
+    assert _reason(bytes(good)) == "bad checksum"
+    size = struct.unpack_from("<I", good, 20)[0]
+    struct.pack_into("<I", good, 48, max(checksum32buf(bytes(good[64 : 64 + size])), 1))
+    assert _reason(bytes(good)) == "bad offsets"
+    no_sum = bytearray(_one_packet(compress=None, checksum=False))
+    struct.pack_into("<I", no_sum, 28, 0)
+    assert _reason(bytes(no_sum)) == "bad offsets"

@@ -253,13 +253,19 @@ def pb_compress(method: PbCompression, data: bytes | bytearray | memoryview) -> 
     return bytes(cramjam.lz4.compress_block(bytes(data), store_size=False))
 
 
-def pb_decompress(method: PbCompression, data: bytes | bytearray | memoryview, size: int) -> bytes:
+def pb_decompress(
+    method: PbCompression, data: bytes | bytearray | memoryview, size: int, *, max_size: int = DEFAULT_MAX_DECOMPRESSED
+) -> bytes:
     """Decompress a packet data area whose uncompressed length is ``size``.
 
-    Raises :class:`RemoteProtocolError` when the data is corrupt or does not decode to exactly
-    ``size`` bytes (reasons ``"snappy_uncompress: ..."`` / ``"lz4 uncompress failed"``).
+    ``size`` comes from the peer's container header: it is checked against ``max_size`` (spec §5.8,
+    default 256 MiB) before the decoder allocates anything, and the output is never longer than it.
+    Raises :class:`RemoteProtocolError` ``"too big"`` over the cap, and when the data is corrupt or does
+    not decode to exactly ``size`` bytes (reasons ``"snappy_uncompress: ..."`` / ``"lz4 uncompress failed"``).
     """
     method = PbCompression(method)
+    if not 0 <= size <= max_size:
+        raise RemoteProtocolError("too big")
     src = bytes(data)
     if method is PbCompression.SNAPPY:
         try:

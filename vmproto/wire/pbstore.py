@@ -21,6 +21,7 @@ __all__ = [
     "CONTAINER_HEADER_SIZE",
     "DEFAULT_MAX_CONTAINER_SIZE",
     "DEFAULT_MAX_TIME_DIFF",
+    "MAX_AREA_SIZE",
     "ENCAPS_NONE",
     "HM_PLUS",
     "HM_PLUS2",
@@ -59,12 +60,14 @@ DEFAULT_MAX_TIME_DIFF = 30  # receive_packetbuffer_maximum_time_diff_s
 TIME_DIFF_MODULO = 1800  # the receiver forgives whole half hours (time zones)
 # The receiver refuses more than 10 x packetbuffer_block_maxsize (default 1024 KiB).
 DEFAULT_MAX_CONTAINER_SIZE = 10 * 1024 * 1024
+# vmproto cap on the declared uncompressed data area (spec §9.8 row 10, §5.8): checked before anything is
+# allocated for it, so a few header bytes cannot make the receiver reserve gigabytes.
+MAX_AREA_SIZE = 256 * 1024 * 1024
 
 _HEADER = struct.Struct("<16sB3sIIIHh10sb1sIIB3sI")
 _PLUS = struct.Struct("<IIII8sHHhHHBB")
 _PLUS2_EXT = struct.Struct("<BBH16sBB")
 _CAPLEN_IPOFF = struct.Struct("<I14xH")  # caplen at +8, header_ip_offset at +26
-_U32 = struct.Struct("<I")
 assert _HEADER.size == CONTAINER_HEADER_SIZE and _PLUS.size == PLUS_SIZE
 assert _PLUS.size + _PLUS2_EXT.size == PLUS2_SIZE
 
@@ -229,15 +232,36 @@ def validate_container(
         _fail(f"bad headers - hm = {hdr.hm}")
     offs = _offsets(payload, hdr.count)
     _check_offsets(offs, hdr.size, hdr.header_size)
+    if hdr.size > min(MAX_AREA_SIZE, max_size):
+        # spec §5.8: the declared area is capped at 256 MiB and at 10 x packetbuffer_block_maxsize.
+        _fail(TOO_BIG)
     if not hdr.size_compress:
         base = CONTAINER_HEADER_SIZE + 4 * hdr.count
-        unpack = _CAPLEN_IPOFF.unpack_from
-        for off in offs:
-            caplen, ip_offset = unpack(payload, base + off + 8)
-            if caplen > MAX_CAPLEN:
-                _fail(f"bad headers - caplen = {caplen}")
-            if ip_offset > MAX_IP_OFFSET:
-                _fail(f"bad headers - header_ip_offset = {ip_offset}")
+        _check_area(memoryview(payload)[base : base + hdr.size], offs, hdr)
+
+
+def _check_area(area: bytes | memoryview, offs: array, hdr: ContainerHeader) -> None:
+    """Rows 8-10 of spec §9.8 on an uncompressed data area whose offsets passed :func:`_check_offsets`.
+
+    ``area`` holds exactly ``hdr.size`` bytes. Packet headers fit (the last offset + header size is within the
+    area), so every header field read here exists. Layout (spec §9.3): packets follow one another without gaps,
+    the first at offset 0, and the last one ends exactly at ``size``; anything else is ``bad offsets``.
+    """
+    hdr_size = hdr.header_size
+    unpack = _CAPLEN_IPOFF.unpack_from
+    expected = 0
+    layout_ok = True
+    for off in offs:
+        caplen, ip_offset = unpack(area, off + 8)
+        if caplen > MAX_CAPLEN:
+            _fail(f"bad headers - caplen = {caplen}")
+        if ip_offset > MAX_IP_OFFSET:
+            _fail(f"bad headers - header_ip_offset = {ip_offset}")
+        # Checked after the loop: rows 8 and 9 come before the vmproto layout rule of row 10 in the reply order.
+        layout_ok = layout_ok and off == expected
+        expected = off + hdr_size + caplen
+    if not layout_ok or expected != hdr.size:
+        _fail(BAD_OFFSETS)
 
 
 def _fail(reason: str) -> None:
@@ -288,36 +312,39 @@ class Container:
 def decode_container(
     payload: bytes | bytearray | memoryview,
     compress_method: PbCompression | None = PbCompression.SNAPPY,
+    *,
+    max_size: int = MAX_AREA_SIZE,
 ) -> Container:
     """Parse a container (after :func:`validate_container`), decompressing the data area with the
     receiver's configured method (it is not recorded in the container).
 
-    Raises :class:`RemoteProtocolError` for structural errors (truncation, bad offsets, a packet
-    running past the data area, a decompression failure) and :class:`LocalProtocolError` when the
-    area is compressed but ``compress_method`` is None.
+    ``max_size`` caps the declared uncompressed area (default 256 MiB, spec §9.8 row 10); it is checked
+    before anything is decompressed or allocated. The decoded area then gets rows 8-10 of spec §9.8
+    (caplen, header_ip_offset, the §9.3 layout), so a compressed area is held to the same rules as an
+    uncompressed one. Raises :class:`RemoteProtocolError` with the reply text of the failing check
+    (``bad size / offset``, ``bad headers - ...``, ``bad offsets``, ``too big``) or the codec's reason
+    for an undecodable area, and :class:`LocalProtocolError` when the area is compressed but
+    ``compress_method`` is None.
     """
     hdr = peek_header(payload)
     if hdr.hm not in (HM_PLUS, HM_PLUS2):
-        raise RemoteProtocolError(f"bad headers - hm = {hdr.hm}")
+        _fail(f"bad headers - hm = {hdr.hm}")
     total = hdr.total_size
     if len(payload) < total:
-        raise RemoteProtocolError(BAD_SIZE)
+        _fail(BAD_SIZE)
     offs = _offsets(payload, hdr.count)
     _check_offsets(offs, hdr.size, hdr.header_size)
+    if hdr.size > min(MAX_AREA_SIZE, max_size):
+        _fail(TOO_BIG)
     start = CONTAINER_HEADER_SIZE + 4 * hdr.count
     raw = payload[start:total]
     if hdr.size_compress:
         if compress_method is None:
             raise LocalProtocolError("compressed container but no compress_method given")
-        area = pb_decompress(compress_method, raw, hdr.size)
+        area = pb_decompress(compress_method, raw, hdr.size, max_size=min(MAX_AREA_SIZE, max_size))
     else:
         area = bytes(raw)
-    hdr_size = hdr.header_size
-    caplen_at = _U32.unpack_from
-    for off in offs:
-        caplen = caplen_at(area, off + 8)[0]
-        if off + hdr_size + caplen > hdr.size:
-            raise RemoteProtocolError(f"bad headers - caplen = {caplen}")
+    _check_area(area, offs, hdr)
     return Container(hdr, offs, area)
 
 
