@@ -48,8 +48,15 @@ def _pcap(endian: str, nanosecond: bool, frames: list[bytes], tail: bytes = b"")
     return b"".join(out) + tail
 
 
-def _read(data: bytes, batch_size: int) -> tuple[list[tuple], bool]:
-    with CaptureFileReader(io.BytesIO(data), batch_size=batch_size) as r:
+class _Pipe(io.BytesIO):
+    """A stream that cannot seek, like stdin or a pipe."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _read(data: bytes, batch_size: int, pipe: bool = False) -> tuple[list[tuple], bool]:
+    with CaptureFileReader((_Pipe if pipe else io.BytesIO)(data), batch_size=batch_size) as r:
         rows = [(b.linktype, t, f, o) for b in r for t, f, o in zip(b.ts_ns, b.frames, b.orig_len, strict=True)]
         return rows, r.truncated_tail
 
@@ -68,8 +75,9 @@ def test_kernel_walk_matches_python_walk(monkeypatch: pytest.MonkeyPatch, endian
         batches = list(r)
         assert all(isinstance(b.frames, FrameList) and 0 < len(b.frames) <= 64 for b in batches)
     monkeypatch.setattr(files, "_pcap_scanner", lambda: None)
+    piped, piped_tail = _read(data, 64, pipe=True)
     slow, slow_tail = _read(data, 64)
-    assert fast == slow and fast_tail is slow_tail is True
+    assert fast == piped == slow and fast_tail is piped_tail is slow_tail is True
     assert [f for _, _, f, _ in fast] == FRAMES
     ts7 = TS + 7 * 1_000_003
     assert fast[7][1] == (ts7 if nanosecond else ts7 // 1000 * 1000)

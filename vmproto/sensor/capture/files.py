@@ -124,10 +124,15 @@ class CaptureFileReader:
         swapped = self._endian == ">"
         linktype = self.linktype
         size = self.batch_size
+        f = self._f
+        try:
+            seekable = f.seekable()
+        except (AttributeError, OSError):
+            seekable = False
         tail = b""
         base = self._pos
         while True:
-            chunk = self._f.read(CHUNK)
+            chunk = f.read(CHUNK)
             if not chunk:
                 break
             data = tail + chunk if tail else chunk
@@ -142,8 +147,15 @@ class CaptureFileReader:
                     raise CaptureFormatError(f"record claims {incl} captured bytes", base + pos)
                 if len(ts_l) < size:
                     break
-            tail = data[pos:]
             base += pos
+            rest = len(data) - pos
+            if seekable and 0 < rest < len(data) and len(chunk) == CHUNK:
+                # Read the cut record again with the next chunk instead of copying the whole chunk onto
+                # the tail (8 MiB per chunk, measured ~10% of the read+decode time).
+                f.seek(-rest, io.SEEK_CUR)
+                tail = b""
+            else:
+                tail = data[pos:]
         if tail:
             self.truncated_tail = True
 
