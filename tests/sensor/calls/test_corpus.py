@@ -35,9 +35,6 @@ _BETTER_DECODER = ("vmproto.sensor.decode decodes this encapsulation correctly, 
 XFAIL = {
     "gen_base_gre_key": _BETTER_DECODER + " (GRE key with IPv4 payload)",
     "gen_base_l2tpv3": _BETTER_DECODER + " (L2TPv3)",
-    "gen_base_audiocodes": "AudioCodes media records carry one address per stream (device side 0.0.0.0); "
-                           "our SDP-destination lookup does not attribute the caller stream, the reference "
-                           "does (a_* columns)",
     "pub_heplify_sip_ipv6_udp": "reference stored out-of-range values (duration NULL, progress_time 16777215 "
                                 "= mediumint clamp) for a call whose packets share one timestamp; not modelled",
     "pub_wsample_nb6_telephone": "one late RTP packet of the callee stream that the reference does not count "

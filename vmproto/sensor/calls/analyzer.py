@@ -357,6 +357,7 @@ class CallAnalyzer:
         data = pkt.payload
         n = len(data)
         rtcp = n >= 8 and data[0] >> 6 == 2 and 192 <= data[1] <= 223
+        by_dest = True
         if not cids:
             if rtcp:
                 rtcp_cids = self._media.get((dst, dport - 1))
@@ -365,7 +366,13 @@ class CallAnalyzer:
                     call.last_rtcp_us = max(call.last_rtcp_us, ts_us)
                     if self.on_call_packet is not None:
                         self.on_call_packet(call, pkt, "rtcp")
-            return
+                return
+            # As the reference: a packet whose destination no SDP announced still belongs to the call whose
+            # SDP announced its source (e.g. AudioCodes media records, where the device side is 0.0.0.0).
+            cids = self._media.get((pkt.src, pkt.sport))
+            if not cids:
+                return
+            by_dest = False
         call = self._calls[cids[-1]]  # a call leaves _media when it closes
         if rtcp:
             # RTCP multiplexed on the RTP port (RFC 5761): kept with the call, no RTP statistics.
@@ -382,12 +389,20 @@ class CallAnalyzer:
         key = (src, sport, dst, dport, int.from_bytes(data[8:12], "big"))
         stream = call.streams.get(key)
         if stream is None:
-            ep = call.endpoint_for(dst, dport)
-            if ep is None:
-                return
-            stream = self._stream_class(src, sport, dst, dport, key[4], ep.iscaller,
-                                        call.sender_ptime(src, sport, ep.iscaller),
-                                        ep.rtpmap, call.rtpmap_for(not ep.iscaller))
+            if by_dest:
+                ep = call.endpoint_for(dst, dport)
+                if ep is None:
+                    return
+                iscaller, ptime = ep.iscaller, call.sender_ptime(src, sport, ep.iscaller)
+            else:
+                # Found by its source: that endpoint is the sender's own SDP address, so the direction is the
+                # opposite of the endpoint's and its a=ptime is the sender's.
+                ep = call.endpoint_for(src, sport)
+                if ep is None:
+                    return
+                iscaller, ptime = not ep.iscaller, ep.ptime
+            stream = self._stream_class(src, sport, dst, dport, key[4], iscaller, ptime, ep.rtpmap,
+                                        call.rtpmap_for(not ep.iscaller))
             call.streams[key] = stream
         self._hot[(src, sport, dst, dport, data[8:12])] = (call, stream, stream._s if self._kread else None)
         if self.on_call_packet is not None:

@@ -209,13 +209,10 @@ class Call:
         return None
 
     def sender_ptime(self, addr: bytes, port: int, iscaller: bool) -> int:
-        """The a=ptime the stream's sender announced (the corpus shows sdp_ptime comes from the sending
-        side's SDP); 0 when it announced none."""
+        """The a=ptime the stream's sender announced in its own SDP (the endpoint at the stream's source
+        address and port, on the sending side); 0 when the source is no SDP endpoint or announced none."""
         for e in reversed(self.endpoints):
             if e.addr == addr and e.port == port and e.iscaller != iscaller:
-                return e.ptime
-        for e in reversed(self.endpoints):
-            if e.iscaller != iscaller and e.media == "audio":
                 return e.ptime
         return 0
 
