@@ -121,21 +121,16 @@ def test_credentials_lone_surrogate_key():
 
 # --- store-encode-nonascii-time -------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="vmproto/wire/store_msg.encode_store_message encodes client_time as ASCII without "
-                          "catching the error; the docstring promises LocalProtocolError for a bad time")
 def test_store_encode_non_ascii_time():
-    decoded = store_msg.decode_store_message(b"10|T2026-04-14 13:57:3\xff|select 1")
-    assert decoded.client_time == "2026-04-14 13:57:3\xff"
+    # Strict decoding (spec §8.3, §8.6) no longer lets such a time part in; the encoder must refuse it all the same.
+    with pytest.raises(RemoteProtocolError):
+        store_msg.decode_store_message(b"10|T2026-04-14 13:57:3\xff|select 1")
     with pytest.raises(LocalProtocolError):
-        store_msg.encode_store_message(decoded)
+        store_msg.encode_store_message(store_msg.StoreMessage(10, "2026-04-14 13:57:3\xff", (b"select 1",)))
 
 
 # --- store-item-amplification ---------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="vmproto/wire/store_msg.decode_store_message: a wrapping L<len> advances 0 bytes and "
-                          "copies the rest of the text per item -> quadratic memory (spec §17.5)")
 def test_store_item_length_wrap_amplification():
     text = b"10|" + b"L4294967295:" * 2000
     try:

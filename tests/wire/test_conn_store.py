@@ -15,6 +15,8 @@ from vmproto.wire.store import StoreClient, StoreServer
 from vmproto.wire.store_msg import (
     CLIENT_TIME_TOO_GREAT_REPLY,
     STORE_CONNECT_REPLY,
+    BadStoreItems,
+    BadStoreMessage,
     StoreMessage,
     queue_full_reply,
     queue_full_usleep,
@@ -74,14 +76,24 @@ def _raw(pair: Pair, text: bytes, codec=Compression.NONE) -> None:
     pair.server.receive_data(encode_block(AesBlockCipher(CKEY, IVEC).encrypt(payload), byte_sum(payload)), NOW)
 
 
-def test_message_without_bar_or_empty_gets_no_reply():
+@pytest.mark.parametrize(
+    ("raw", "codec", "reason"),
+    [
+        (b"no separator", Compression.NONE, "missing '|' separator"),
+        (b"", Compression.GZIP, "empty store message"),
+        (b"x1|select 1", Compression.NONE, "bad id_main"),
+        (b"10|T2026-11-26 04:21|select 1", Compression.NONE, "bad time part"),
+    ],
+)
+def test_malformed_message_closes_without_reply(raw, codec, reason):
+    """spec §8.5 steps 3-4, §8.6, §8.13: no reply, nothing applied, the connection closes."""
     pair = ready()
-    _raw(pair, b"no separator")
-    event = pair.server.next_event(NOW)
-    assert isinstance(event, ev.Rejected) and event.reply is None and pair.server.state is State.READY
-    _raw(pair, b"", Compression.GZIP)
-    event = pair.server.next_event(NOW)
-    assert isinstance(event, ev.Rejected) and pair.server.state is State.READY
+    _raw(pair, raw, codec)
+    with pytest.raises(BadStoreMessage) as info:
+        pair.server.next_event(NOW)
+    assert info.value.reason == reason and info.value.reply is None and info.value.close
+    assert info.value.head == raw[:64]
+    assert pair.server.state is State.CLOSED
 
 
 def test_client_time_too_far_ahead_closes_with_json():
@@ -102,9 +114,21 @@ def test_client_time_too_far_ahead_closes_with_json():
     assert isinstance(pair.server.next_event(NOW), ev.StoreQueries)
 
 
-def test_bad_items_still_queue_what_parsed():
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"L3:abc\nX", "missing 'L' separator"),
+        (b"L3:abc\nL999:short\n", "item length past the end"),  # the conformance case store-malformed-items
+        (b"L3:abc\nL4294967295:x\n", "item length past the end"),
+        (b"L3:abcXL1:x\n", "missing LF after item"),
+    ],
+)
+def test_bad_items_reject_the_whole_message(body, reason):
+    """spec §8.6: a bad l-item rejects the whole message -- the items before the defect are not applied -- and
+    closes without a reply (the reference would apply them and answer `OK`, spec §16 Q16)."""
     pair = ready()
-    _raw(pair, b"10|L3:abc\nX")
-    events = [pair.server.next_event(NOW), pair.server.next_event(NOW)]
-    assert isinstance(events[0], ev.Rejected) and events[0].reason == "missing 'L' separator"
-    assert events[1] == ev.StoreQueries(StoreMessage(10, None, (b"abc",), True))
+    _raw(pair, b"10|" + body)
+    with pytest.raises(BadStoreItems) as info:
+        pair.server.next_event(NOW)
+    assert info.value.reason == reason and info.value.reply is None and info.value.close
+    assert pair.server.state is State.CLOSED

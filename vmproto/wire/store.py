@@ -9,8 +9,10 @@ Server: each received message is one `StoreQueries` event with the decoded queri
 `StoreOK()` (vmproto acks once the message is safely queued or committed — its choice) or
 `StoreError("sql queue is full", usleep=...)` (the reference's queue-full JSON; the message is then discarded).
 A message whose client time is more than 24 h ahead of `now` raises RemoteProtocolError carrying the reference's
-`client time is too greater than server time` JSON as an AES reply, then close. Empty messages and messages
-without `|` are `Rejected` without a reply (the reference answers nothing).
+`client time is too greater than server time` JSON as an AES reply, then close. A message that is empty, cannot be
+decompressed, or breaks the grammar of spec §8.3 (no `|`, bad id, bad time part, bad `L<len>:` item) raises
+`store_msg.BadStoreMessage` (a RemoteProtocolError without reply): nothing of it is applied and the connection
+closes (spec §8.5 steps 3-4, §8.6, §8.13). The reference would apply the items before a defect and answer `OK`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from vmproto.wire.store_msg import (
     CLIENT_TIME_TOO_GREAT_REPLY,
     OK,
     STORE_CONNECT_REPLY,
-    BadStoreItems,
     decode_store_message,
     encode_store_message,
 )
@@ -113,21 +114,10 @@ class StoreServer(HandshakeServer):
         if payload == CHECK:
             return [ev.StoreCheck()]
         _kind, text = decompress(payload, max_size=self._max_decompressed)
-        events: list[ev.Event] = []
-        try:
-            message = decode_store_message(text)
-        except BadStoreItems as exc:
-            # The reference logs the item error and still queues what it parsed, then answers OK.
-            events.append(ev.Rejected(exc.reason, None, b""))
-            message = exc.partial
-        except RemoteProtocolError as exc:
-            if exc.close:
-                raise
-            return [ev.Rejected(exc.reason, None, text[:256])]
+        message = decode_store_message(text)  # a malformed message raises: no reply, close (spec §8.6)
         if message.client_time is not None:
             self._check_client_time(message.client_time)
-        events.append(ev.StoreQueries(message))
-        return events
+        return [ev.StoreQueries(message)]
 
     def _check_client_time(self, client_time: str) -> None:
         sent = parse_wire_time(client_time, self._utc_offset)

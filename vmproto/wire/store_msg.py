@@ -1,7 +1,8 @@
 """Store message syntax and the store channel's fixed replies (spec §8).
 
 A message (before compression) is ``<id_main>|[T<YYYY-MM-DD HH:MM:SS>|]<body>``; the body is one
-query, or ``L<len>:<query>\\n`` items when the server asked for batching.
+query, or ``L<len>:<query>\\n`` items when the server asked for batching. Decoding is strict (spec §8.3,
+§8.6): a message that breaks the grammar is refused as a whole.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = [
     "CLIENT_TIME_TOO_GREAT_REPLY",
     "STORE_CONNECT_REPLY",
     "BadStoreItems",
+    "BadStoreMessage",
     "StoreMessage",
     "decode_store_message",
     "encode_store_message",
@@ -31,9 +33,12 @@ CLIENT_TIME_TOO_GREAT_REPLY = vmjson.dumps(
 )
 OK = b"OK"
 
-# The server looks for the time's closing '|' at most 20 characters after the 'T'.
-_MAX_TIME_SPAN = 20
-_LEADING_INT = re.compile(rb"[ \t\n\v\f\r]*[+-]?[0-9]*")
+# time-part = "T" datetime "|" (spec §8.3); ASCII digits only, so a str that matches is also encodable.
+_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
+_DATETIME_BYTES = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\|")
+_DATETIME_LEN = len("YYYY-MM-DD HH:MM:SS")
+_DIGITS = re.compile(rb"[0-9]*")
+_HEAD = 64  # bytes of a refused message kept for the log line (spec §8.6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,40 +52,51 @@ class StoreMessage:
     batched: bool = False
 
 
-class BadStoreItems(RemoteProtocolError):
-    """The ``L<len>:`` items broke off. ``partial`` holds the queries parsed before the error:
-    the reference enqueues those and still replies ``OK`` (spec §8)."""
+class BadStoreMessage(RemoteProtocolError):
+    """A store message that breaks the grammar of spec §8.3: it is refused as a whole, without a reply, and the
+    connection is closed (spec §8.5 steps 3-4, §8.6). ``reason`` says what is wrong; ``head`` holds the first 64
+    bytes of the message for the ``bad store message`` log line."""
 
-    def __init__(self, reason: str, partial: StoreMessage) -> None:
-        super().__init__(reason, reply=OK, reply_mode="aes", close=False)
+    def __init__(self, reason: str, text: bytes) -> None:
+        super().__init__(reason, reply=None, reply_mode=None, close=True)
+        self.head = bytes(text[:_HEAD])
+
+
+class BadStoreItems(BadStoreMessage):
+    """The ``L<len>:`` items are malformed. ``partial`` holds the items parsed before the defect, for
+    tools that show what the reference would have made of the message (it applies those and replies ``OK``,
+    spec §16); a vmproto central applies none of them."""
+
+    def __init__(self, reason: str, text: bytes, partial: StoreMessage) -> None:
+        super().__init__(reason, text)
         self.partial = partial
 
 
 def _needs_items(query: bytes, client_time: str | None) -> bool:
-    """Would the server misread this single body? Then it must travel as an ``L`` item."""
-    if len(query) >= 2 and query[:1] == b"L" and query[1:2].isdigit():
+    """Would a single body be misread? Then it must travel as an ``L`` item (spec §8.3: a single body never
+    starts with ``L`` DIGIT, and without a time part a leading ``T`` DIGIT is read as the start of one)."""
+    if query[:1] == b"L" and query[1:2].isdigit():
         return True
-    if client_time is None and len(query) >= 2 and query[:1] == b"T" and query[1:2].isdigit():
-        bar = query.find(b"|")
-        return 0 <= bar <= _MAX_TIME_SPAN
-    return False
+    return client_time is None and query[:1] == b"T" and query[1:2].isdigit()
 
 
 def encode_store_message(msg: StoreMessage) -> bytes:
     """Return the uncompressed message text.
 
     One query and ``batched`` false -> a single body; otherwise ``L<len>:<q>\\n`` items. A single
-    body the server would misparse (starting ``L<digit>``, or ``T<digit>...|`` without a time part)
-    is sent as one item instead. Raises :class:`LocalProtocolError` for no queries or a bad time.
+    body the server would misparse (starting ``L<digit>``, or ``T<digit>`` without a time part)
+    is sent as one item instead. Raises :class:`LocalProtocolError` for no queries, a negative
+    ``id_main``, or a ``client_time`` that is not ``YYYY-MM-DD HH:MM:SS`` in ASCII digits.
     """
     if not msg.queries:
         raise LocalProtocolError("a store message needs at least one query")
-    parts = [str(int(msg.id_main)).encode("ascii"), b"|"]
+    if type(msg.id_main) is not int or msg.id_main < 0:
+        raise LocalProtocolError(f"id_main must be a non-negative int, not {msg.id_main!r}")
+    parts = [str(msg.id_main).encode("ascii"), b"|"]
     if msg.client_time is not None:
-        t = msg.client_time.encode("ascii")
-        if b"|" in t or not t[:1].isdigit() or len(t) + 1 > _MAX_TIME_SPAN:
-            raise LocalProtocolError(f"bad client_time: {msg.client_time!r}")
-        parts += [b"T", t, b"|"]
+        if not isinstance(msg.client_time, str) or not _DATETIME.match(msg.client_time):
+            raise LocalProtocolError(f"bad client_time: {msg.client_time!r} (YYYY-MM-DD HH:MM:SS expected)")
+        parts += [b"T", msg.client_time.encode("ascii"), b"|"]
     if len(msg.queries) == 1 and not msg.batched and not _needs_items(msg.queries[0], msg.client_time):
         parts.append(msg.queries[0])
     else:
@@ -89,51 +105,68 @@ def encode_store_message(msg: StoreMessage) -> bytes:
     return b"".join(parts)
 
 
-def _atoi_bytes(text: bytes, pos: int) -> int:
-    m = _LEADING_INT.match(text, pos)
-    return vmjson.atoi(m.group().decode("ascii")) if m else 0
+def _bounded_decimal(digits: bytes, limit: int) -> int | None:
+    """``digits`` (ASCII, non-empty) as an int if it is at most ``limit``, else None -- without converting a
+    digit run longer than ``limit`` has digits (a peer's 5 000-digit length costs nothing)."""
+    significant = digits.lstrip(b"0")
+    if len(significant) > len(str(limit)):
+        return None
+    value = int(significant or b"0")
+    return value if value <= limit else None
 
 
 def decode_store_message(text: bytes) -> StoreMessage:
-    """Parse a decompressed store message as the reference server does.
+    """Parse a decompressed store message strictly (spec §8.3, vmproto central).
 
-    Raises :class:`RemoteProtocolError` ``"missing '|' separator"`` (the reference then stays silent:
-    ``reply=None``, ``close=False``) and :class:`BadStoreItems` with the reference's log texts
-    ``"missing 'L' separator"`` / ``"missing ':' separator"``.
+    Returns the :class:`StoreMessage`; its queries are slices of ``text``, so they never add up to more
+    bytes than the message. ``id_main`` is read like C atoi (a 20-digit id saturates, spec §8.4 accepts any
+    decimal id). Raises :class:`BadStoreMessage` (reply none, close) for an empty message
+    (``"empty store message"``), no ``|`` (``"missing '|' separator"``), an ``id-main`` that is not
+    digits (``"bad id_main"``), a ``T`` DIGIT not followed by ``YYYY-MM-DD HH:MM:SS|`` (``"bad time part"``), and
+    :class:`BadStoreItems` for malformed ``L<len>:<item>\\n`` items (``"missing 'L' separator"``,
+    ``"missing ':' separator"``, ``"item length past the end"``, ``"missing LF after item"``).
     """
     text = bytes(text)
     if not text:
-        raise RemoteProtocolError("empty store message", close=False)
+        raise BadStoreMessage("empty store message", text)
     bar = text.find(b"|")
     if bar < 0:
-        raise RemoteProtocolError("missing '|' separator", close=False)
-    id_main = _atoi_bytes(text, 0)
+        raise BadStoreMessage("missing '|' separator", text)
+    if bar == 0 or _DIGITS.match(text, 0, bar).end() != bar:  # type: ignore[union-attr]
+        raise BadStoreMessage("bad id_main", text)
+    id_main = vmjson.atoi(text[:bar].decode("ascii"))
     begin = bar + 1
     client_time: str | None = None
     if text[begin : begin + 1] == b"T" and text[begin + 1 : begin + 2].isdigit():
-        time_bar = text.find(b"|", begin)
-        if time_bar >= 0 and time_bar - begin <= _MAX_TIME_SPAN:
-            client_time = text[begin + 1 : time_bar].decode("latin-1")
-            begin = time_bar + 1
+        if not _DATETIME_BYTES.match(text, begin + 1):
+            raise BadStoreMessage("bad time part", text)
+        client_time = text[begin + 1 : begin + 1 + _DATETIME_LEN].decode("ascii")
+        begin += 2 + _DATETIME_LEN
     if not (text[begin : begin + 1] == b"L" and text[begin + 1 : begin + 2].isdigit()):
         return StoreMessage(id_main, client_time, (text[begin:],), batched=False)
     queries: list[bytes] = []
     pos, n = begin, len(text)
-    while True:
+
+    def bad(reason: str) -> BadStoreItems:
+        return BadStoreItems(reason, text, StoreMessage(id_main, client_time, tuple(queries), True))
+
+    while pos < n:
         if text[pos : pos + 1] != b"L":
-            raise BadStoreItems("missing 'L' separator", StoreMessage(id_main, client_time, tuple(queries), True))
-        length = _atoi_bytes(text, pos + 1)
-        sep = text.find(b":", pos)
-        if sep < 0:
-            raise BadStoreItems("missing ':' separator", StoreMessage(id_main, client_time, tuple(queries), True))
-        pos = sep + 1
-        # The reference's length is unsigned: a negative atoi wraps to a huge value (rest of text).
-        take = length if length >= 0 else n
-        queries.append(text[pos : pos + take])
-        # unsigned 32-bit arithmetic, as in the reference (length -1 advances by 0)
-        pos += ((length & 0xFFFFFFFF) + 1) & 0xFFFFFFFF
-        if pos >= n:
-            break
+            raise bad("missing 'L' separator")
+        digits_end = _DIGITS.match(text, pos + 1).end()  # type: ignore[union-attr]
+        if digits_end == pos + 1 or text[digits_end : digits_end + 1] != b":":
+            raise bad("missing ':' separator")
+        start = digits_end + 1
+        # The item and its LF must fit in what is left: lengths are checked against the remaining bytes, so
+        # each item advances by its own size and no length can wrap or reach past the message.
+        length = _bounded_decimal(text[pos + 1 : digits_end], n - start - 1)
+        if length is None:
+            raise bad("item length past the end")
+        end = start + length
+        if text[end] != 0x0A:
+            raise bad("missing LF after item")
+        queries.append(text[start:end])
+        pos = end + 1
     return StoreMessage(id_main, client_time, tuple(queries), batched=True)
 
 
