@@ -25,12 +25,8 @@ from conformance.specdata import load_spec
 SPEC = load_spec()
 
 # Cases left out of the CI run against our central, each with the reason. Keep this list short and honest.
-KNOWN_BAD = {
-    # vmproto.server crashes (LocalProtocolError "cannot send Task in state PONG") when a GUI task arrives while
-    # the service waits for a pong; the whole process dies, so these would take every later case with them.
-    "task-relay-plain", "task-relay-empty", "task-relay-encode-data", "task-id-unique", "gui-sensor-id-string",
-    "response-crlf-remainder", "responses-relay",
-}
+# Cases left out of the CI run because our central cannot pass them yet (id -> reason). Empty: all run.
+KNOWN_BAD: dict[str, str] = {}
 
 
 def _ctx(host: str, port: int, password: str, max_wait: float = 12.0) -> ServerContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 
@@ -15,6 +16,7 @@ from vmproto.server.handlers.handshake import run_handshake
 from vmproto.server.handlers.io import MachineStream, PeerGone, Shutdown
 from vmproto.server.registry import ServiceEntry
 from vmproto.wire import events as ev
+from vmproto.wire._state import State
 from vmproto.wire.errors import RemoteProtocolError
 from vmproto.wire.service import ServiceServer, duplicate_refusal
 
@@ -92,10 +94,17 @@ async def handle_service(ctx: ServerContext, io: MachineStream, rsa_key: object,
 
 
 async def _data_phase(io: MachineStream) -> str:
+    # A task pushed while the machine waits for a pong (or a chart reply) waits until it is READY again: the
+    # reference's service loop also sends tasks only between its pings (spec §7.5), and the machine refuses a
+    # send in any other state.
+    pending: collections.deque[ev.Task] = collections.deque()
     while True:
+        if pending and io.machine.state is State.READY:
+            await io.send(pending.popleft())
+            continue
         item = await io.next_event()
         if isinstance(item, ev.Task):
-            await io.send(item)
+            pending.append(item)
         elif isinstance(item, ev.Pong):
             continue
         elif isinstance(item, ev.Stop):
