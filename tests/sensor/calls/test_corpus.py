@@ -37,8 +37,6 @@ XFAIL = {
     "gen_base_l2tpv3": _BETTER_DECODER + " (L2TPv3)",
     "pub_heplify_sip_ipv6_udp": "reference stored out-of-range values (duration NULL, progress_time 16777215 "
                                 "= mediumint clamp) for a call whose packets share one timestamp; not modelled",
-    "pub_wsample_nb6_telephone": "one late RTP packet of the callee stream that the reference does not count "
-                                 "(received 260 vs 261); cause not found yet",
 }
 #: Captures the reference produced no CDR for (expected files are empty) and why.
 NO_CDR = {

@@ -11,12 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vmproto.sensor.calls.call import BYE_FORCED, BYE_RTP_TIMEOUT, Call
+from vmproto.sensor.calls.call import BYE_FORCED, Call
 from vmproto.sensor.calls.errors import CallAnalysisError
 from vmproto.sensor.calls.kernel import KernelRtpStream, load_kernel, stream_class
 from vmproto.sensor.calls.sdp import parse_sdp
 from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message, parse_name_addr, via_branch
 from vmproto.sensor.calls.stream import TcpSipReassembler
+from vmproto.sensor.calls.timers import (
+    BYE_ABSOLUTE_TIMEOUT,
+    BYE_RTP_TIMEOUT,
+    BYE_SIP_WITHOUT_RTP,
+    BYE_TIMEOUT,
+    BYE_ZOMBIE,
+    ZOMBIE_TIMEOUT_S,
+    final_response_delay,
+)
 from vmproto.sensor.cdr.model import CdrRecord, CdrSipHistoryRow
 
 __all__ = ["AnalyzerConfig", "CallAnalyzer", "CallClosedHook", "CallPacketHook", "PacketLike"]
@@ -46,8 +55,10 @@ class AnalyzerConfig:
     """Options of the analysis (names follow voipmonitor.conf).
 
     `ipv6`: process IPv6 packets (the reference ignores them unless its schema is in IPv6 mode).
-    `rtp_timeout_s`: close a call with no packet for this long (reference `rtptimeout`, 300 s).
-    `bye_confirmed_close_s`: close a call this long after BYE was answered 2xx.
+    Call closing (see `vmproto.sensor.calls.timers`; seconds): `rtptimeout`, `sipwithoutrtptimeout`,
+    `absolute_timeout`, `bye_timeout`, `bye_confirmed_timeout`, `response_default_timeout`,
+    `redirect_response_300_timeout`, `quick_save_cdr` (0 no, 1 yes, 2 immediately);
+    `ignore_rtp_after_bye_confirmed`, `ignore_rtp_after_auth_failed`.
     `rtp_kernel`: per-stream RTP statistics in "c" (the compiled kernel), "python" (the reference model)
     or "auto" (C when it can be built, else Python; `$VMPROTO_RTP_KERNEL` overrides "auto"). Both give
     identical results.
@@ -56,8 +67,16 @@ class AnalyzerConfig:
     sip_ports: frozenset[int] = frozenset({5060})
     ipv6: bool = False
     id_sensor: int | None = None
-    rtp_timeout_s: int = 300
-    bye_confirmed_close_s: int = 5
+    rtptimeout: int = 300
+    sipwithoutrtptimeout: int = 3600
+    absolute_timeout: int = 4 * 3600
+    bye_timeout: int = 20 * 60
+    bye_confirmed_timeout: int = 10 * 60
+    response_default_timeout: int = 5
+    redirect_response_300_timeout: int = 5 * 60
+    quick_save_cdr: int = 0
+    ignore_rtp_after_bye_confirmed: bool = True
+    ignore_rtp_after_auth_failed: bool = True
     max_calls: int = 1_000_000
     rtp_kernel: str = "auto"
     stats: dict[str, int] = field(default_factory=dict)
@@ -148,10 +167,14 @@ class CallAnalyzer:
                     b0 = data[0]
                     if b0 >> 6 == 2 and not 192 <= data[1] <= 223 and not (b0 & 0x10 and n < 16 + (b0 & 0x0F) * 4):
                         hit = self._hot.get((src, sport, dst, dport, data[8:12]))
+                if hit is not None:
+                    call, stream, handle = hit
+                    cutoff = call.timers.rtp_cutoff_us
+                    if cutoff and ts_us > cutoff:
+                        hit = None  # not attributed: the slow path drops it the same way
                 if hit is None:
                     self._media_packet(pkt, ts_us)
                 else:
-                    call, stream, handle = hit
                     if self.on_call_packet is not None:
                         self.on_call_packet(call, pkt, "rtp")
                     if handle is not None and not call.forcemark_times:
@@ -201,15 +224,32 @@ class CallAnalyzer:
         if now - self._last_sweep_us < 1_000_000:
             return []
         self._last_sweep_us = now
+        cfg = self.config
+        now_s = now // 1_000_000
         out: list[CdrRecord] = []
         for cid in list(self._order):
             call = self._calls.get(cid)
             if call is None:
                 continue
-            if call.seenbye_and_ok and now - call.seenbye_and_ok_us > self.config.bye_confirmed_close_s * 1_000_000:
-                out.append(self._close(cid, 0))
-            elif now - call.last_time_us() > self.config.rtp_timeout_s * 1_000_000:
-                out.append(self._close(cid, BYE_RTP_TIMEOUT if call.connect_time_us else 0))
+            t = call.timers
+            first_s = call.first_packet_us // 1_000_000
+            reason = -1
+            if t.destroy_at and t.destroy_at <= now_s:
+                reason = 0
+            elif (t.destroy_at_bye and t.destroy_at_bye <= now_s) or \
+                    (t.destroy_at_bye_confirmed and t.destroy_at_bye_confirmed <= now_s):
+                reason = BYE_TIMEOUT
+            elif call.first_rtp_time_us and now_s > call.last_time_us() // 1_000_000 + cfg.rtptimeout:
+                reason = BYE_RTP_TIMEOUT
+            elif not call.first_rtp_time_us and now_s > first_s + cfg.sipwithoutrtptimeout:
+                reason = BYE_SIP_WITHOUT_RTP
+            elif now_s > first_s + cfg.absolute_timeout:
+                reason = BYE_ABSOLUTE_TIMEOUT
+            elif now_s > first_s + ZOMBIE_TIMEOUT_S and not call.seen_res18x and not call.seen_res2xx \
+                    and not call.first_rtp_time_us:
+                reason = BYE_ZOMBIE
+            if reason >= 0:
+                out.append(self._close(cid, reason))
         if out:
             self._order = [c for c in self._order if c in self._calls]
         return out
@@ -283,11 +323,21 @@ class CallAnalyzer:
     def _request(self, call: Call, msg: SipMessage, pkt: PacketLike, ts_us: int, cseq: tuple[int, str],
                  from_caller: bool | None) -> None:
         method = msg.method
+        ts_s = ts_us // 1_000_000
+        timers = call.timers
         if method == "INVITE":
+            # Every INVITE re-opens the call: BYE, 2xx-to-BYE and auth-failure state and all deadlines go.
+            call.seenbye = call.seenbye_and_ok = False
+            call.seenbye_us = call.seenbye_and_ok_us = 0
+            timers.bye_ok_us = timers.auth_failed_us = 0
+            timers.clear()
+            self._update_cutoff(call)
             call.invite_cseqs.add(cseq)
             if from_caller is not False:
                 call.invite_addrs.add((pkt.src, pkt.sport, pkt.dst, pkt.dport))
             to = parse_name_addr(msg.header("to"))
+            if cseq != call.invite_cseq and to.tag:
+                call.in_dialog_cseqs.add(cseq)
             call.invites.note_invite(pkt.src, pkt.sport, pkt.dst, pkt.dport, ts_us,
                                      cseq != call.invite_cseq and bool(to.tag), to.user, via_branch(msg),
                                      (call.sipcallerip, call.sipcallerport), (call.sipcalledip, call.sipcalledport))
@@ -299,9 +349,12 @@ class CallAnalyzer:
             call.cancel_lsr487 = True
             call.update_last_response(487, "487 Request Terminated CANCEL", cseq)
             call.cancel_cseq = cseq
+            timers.destroy_at = ts_s + (0 if self.config.quick_save_cdr == 2 else 1 if self.config.quick_save_cdr else 10)
             call.siphistory.append(CdrSipHistoryRow(ts_us - call.first_packet_us, "CANCEL", None, None))
         elif method == "BYE":
             call.bye_cseqs.add(cseq)
+            timers.destroy_at = ts_s + 60
+            timers.destroy_at_bye = ts_s + self.config.bye_timeout
             if not call.seenbye:
                 call.seenbye_us = ts_us
             call.seenbye = True
@@ -325,10 +378,21 @@ class CallAnalyzer:
             server = msg.header("server") or msg.header("user-agent")
             if server:
                 call.b_ua = server
+        timers = call.timers
+        ts_s = ts_us // 1_000_000
         if 200 <= code < 300:
+            call.seen_res2xx = True
             if cseq[1] == "BYE" and cseq in call.bye_cseqs:
                 call.seenbye_and_ok = True
-                call.seenbye_and_ok_us = ts_us
+                if not call.seenbye_and_ok_us:
+                    call.seenbye_and_ok_us = ts_us
+                timers.bye_ok_permanent = True
+                if not timers.bye_ok_us:
+                    timers.bye_ok_us = ts_us
+                    self._update_cutoff(call)
+                quick = self.config.quick_save_cdr
+                timers.destroy_at = ts_s + (0 if quick == 2 else 1 if quick else 5)
+                timers.destroy_at_bye_confirmed = ts_s + self.config.bye_confirmed_timeout
                 if from_caller is True:
                     call.whohanged = 1
                 elif from_caller is False:
@@ -340,12 +404,26 @@ class CallAnalyzer:
             if cseq[1] == "INVITE" and cseq in call.invite_cseqs:
                 call.invites.confirm(pkt.src, pkt.sport, pkt.dst, pkt.dport)
                 call.seeninviteok = True
+                timers.bye_ok_permanent = False
                 if not call.connect_time_us:
                     call.connect_time_us = ts_us
         elif 180 <= code < 190:
             call.seen_res18x = True
             if not call.progress_time_us:
                 call.progress_time_us = ts_us
+            timers.clear()
+        elif code >= 300 and cseq[1] == "INVITE":
+            delay = final_response_delay(code, self.config.response_default_timeout,
+                                         self.config.redirect_response_300_timeout, timers.bye_ok_permanent,
+                                         cseq not in call.in_dialog_cseqs)
+            if delay is not None:
+                timers.destroy_at = ts_s + delay
+            if code == 403:
+                timers.auth_failed_us = ts_us
+                self._update_cutoff(call)
+
+    def _update_cutoff(self, call: Call) -> None:
+        call.timers.update_cutoff(self.config.ignore_rtp_after_bye_confirmed, self.config.ignore_rtp_after_auth_failed)
 
     # ---- RTP / RTCP ----------------------------------------------------------------------------------------
 
@@ -362,7 +440,7 @@ class CallAnalyzer:
             if rtcp:
                 rtcp_cids = self._media.get((dst, dport - 1))
                 call = self._calls.get(rtcp_cids[-1]) if rtcp_cids else None
-                if call is not None:
+                if call is not None and not (call.timers.rtp_cutoff_us and ts_us > call.timers.rtp_cutoff_us):
                     call.last_rtcp_us = max(call.last_rtcp_us, ts_us)
                     if self.on_call_packet is not None:
                         self.on_call_packet(call, pkt, "rtcp")
@@ -374,6 +452,9 @@ class CallAnalyzer:
                 return
             by_dest = False
         call = self._calls[cids[-1]]  # a call leaves _media when it closes
+        cutoff = call.timers.rtp_cutoff_us
+        if cutoff and ts_us > cutoff:
+            return  # after the 2xx to BYE or a 403: the reference no longer attributes media to the call
         if rtcp:
             # RTCP multiplexed on the RTP port (RFC 5761): kept with the call, no RTP statistics.
             if self.on_call_packet is not None:

@@ -9,6 +9,7 @@ from vmproto.sensor.calls.invites import InviteLegs
 from vmproto.sensor.calls.rtp import RtpStream
 from vmproto.sensor.calls.sdp import SdpMedia
 from vmproto.sensor.calls.sip import SipMessage, parse_name_addr
+from vmproto.sensor.calls.timers import CallTimers
 from vmproto.sensor.cdr.model import CdrRecord, CdrRtpRow, CdrSdpRow, CdrSipHistoryRow, StreamStats
 
 __all__ = ["Call", "MediaEndpoint", "Endpoint", "filename_from_call_id"]
@@ -22,7 +23,6 @@ FLAG_IS_CALLED = 1 << 3
 
 # cdr.bye codes for calls closed by a timer rather than by signalling.
 BYE_FORCED = 110
-BYE_RTP_TIMEOUT = 104
 BYE_ONEWAY = 101
 
 
@@ -107,6 +107,9 @@ class Call:
     oneway: bool = True
     invite_addrs: set[tuple[bytes, int, bytes, int]] = field(default_factory=set)
     invites: InviteLegs = field(default_factory=InviteLegs)
+    timers: CallTimers = field(default_factory=CallTimers)
+    in_dialog_cseqs: set[tuple[int, str]] = field(default_factory=set)
+    seen_res2xx: bool = False
     endpoints: list[MediaEndpoint] = field(default_factory=list)
     streams: dict[tuple[bytes, int, bytes, int, int], RtpStream] = field(default_factory=dict)
     forcemark_times: list[int] = field(default_factory=list)
