@@ -85,9 +85,6 @@ def test_container_decode_does_not_allocate_declared_size():
 
 # --- opening-line-cap -----------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="vmproto/wire/opening.OpeningReader only checks max_size when no terminator is in "
-                          "the buffer: a 100 kB line ending in CRLF in one read is accepted (spec §1.4)")
 def test_opening_line_cap_single_read():
     reader = OpeningReader(max_size=1024)
     line = b'{"type_connection":"query","x":"' + b"a" * 100_000 + b'"}\r\n'

@@ -106,6 +106,36 @@ def test_size_cap():
     assert reader.buffered == 0
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type_connection":"query","x":"' + b"a" * 1000 + b'"}\r\n',  # CRLF in the same read
+        b'{"type_connection":"query","x":"' + b"a" * 1000 + b'"}',  # complete JSON object, no CRLF
+        b"aes" + b"A" * 2000 + b":sea",  # AES-wrapped line ending at :sea
+        b"\r\n" + b"a" * 2000 + b"\r\n",  # CRLF first: the whole buffer is the text (reference rule)
+    ],
+)
+def test_size_cap_holds_when_the_terminator_arrives_in_the_same_read(line):
+    """spec §1.4 (fuzz finding opening-line-cap): the line is capped wherever its terminator lands."""
+    reader = OpeningReader(max_size=1024, manager_key=MKEY)
+    with pytest.raises(RemoteProtocolError, match="opening line too long"):
+        reader.receive_data(line)
+    assert reader.buffered == 0
+
+
+def test_line_at_the_cap_is_accepted_and_remainder_does_not_count():
+    line = b'{"type_connection":"response","gui_task_id":"1:2","x":"'
+    line += b"a" * (1024 - len(line) - 2) + b'"}'
+    assert len(line) == 1024
+    reader = OpeningReader(max_size=1024)
+    reader.receive_data(line + b"\r\n" + b"S" * 5000)  # a response's stream may follow in the same read
+    opening = reader.next_opening()
+    assert opening.text == line and opening.remainder == b"S" * 5000
+    reader = OpeningReader(max_size=1023)
+    with pytest.raises(RemoteProtocolError, match="opening line too long"):
+        reader.receive_data(line + b"\r\n")
+
+
 def test_reader_is_single_use():
     reader = OpeningReader()
     reader.receive_data(encode_opening({"type_connection": PACKETBUFFER}))

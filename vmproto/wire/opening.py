@@ -101,7 +101,8 @@ class OpeningReader:
     End rules, evaluated after every :meth:`receive_data` like the reference after every read:
     a buffer starting with ``aes`` (any case) ends at the first ``:sea``; otherwise at the first CRLF,
     or as soon as the buffer starts with ``{`` and (trimmed of CR/LF) is a complete JSON object.
-    The reference waits forever without a size limit; we refuse more than ``max_size`` bytes.
+    The reference waits forever without a size limit; we refuse a line of more than ``max_size`` bytes
+    (before its terminator, however the bytes were split into reads).
     Errors are :class:`RemoteProtocolError` with ``close=True`` and no reply (the reference closes
     without writing).
     """
@@ -121,7 +122,8 @@ class OpeningReader:
         return len(self._buf)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes from the peer. Raises :class:`RemoteProtocolError` when over ``max_size``."""
+        """Append bytes from the peer. Raises :class:`RemoteProtocolError` ``"opening line too long"`` when the
+        line (the bytes before its terminator, or all bytes while none has arrived) is over ``max_size``."""
         if self._done:
             raise LocalProtocolError("the opening line was already read")
         if not data:
@@ -135,12 +137,17 @@ class OpeningReader:
             return
         self._buf += data
         buf = self._buf
-        end_seq = _SEA if _is_aes(buf) else _CRLF
-        if buf.find(end_seq) >= 0 or (buf[:1] == b"{" and _is_json_object(buf)):
-            self._ready = True
-        elif len(buf) > self._max_size:
+        end = buf.find(_SEA if _is_aes(buf) else _CRLF)
+        # The cap applies to the line itself wherever its terminator lands (spec §1.4): a terminator arriving in
+        # the same read as 100 kB of line does not make the line acceptable. Bytes after the terminator are not
+        # line (a response's stream, §1.5) and do not count here.
+        # A buffer that starts with CRLF has the whole buffer as its text (next_opening), so all of it counts.
+        line_length = end if end > 0 else len(buf)
+        if line_length > self._max_size:
             self._buf = bytearray()
             raise RemoteProtocolError("opening line too long")
+        if end >= 0 or (buf[:1] == b"{" and _is_json_object(buf)):
+            self._ready = True
 
     def next_opening(self) -> Opening | None:
         """Return the :class:`Opening` once its end is seen, else ``None``.
