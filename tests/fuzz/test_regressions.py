@@ -102,9 +102,6 @@ def test_opening_line_cap_across_reads_holds():
 
 # --- surrogate-key-strings ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="vmproto/wire/connection._set_keys encodes key strings with surrogateescape, which "
-                          "cannot encode a lone surrogate from a JSON \\ud800 escape (authenticated peer)")
 def test_credentials_lone_surrogate_key():
     server = QueryServer(rsa_key=rsa_key(1024), password="pw")
     server.receive_data(b'{"type_connection":"query"}\r\n', 0)

@@ -189,3 +189,19 @@ def test_acceptor_dispatch_and_caps():
     big = Acceptor(max_size=100)
     with pytest.raises(RemoteProtocolError):
         big.receive_data(b"x" * 101)
+
+
+def test_key_strings_without_a_byte_form_are_errors_of_our_types():
+    """A lone surrogate (JSON `\\ud800` from a sensor's service credentials) in the keys a caller hands over is a
+    LocalProtocolError, never UnicodeEncodeError (fuzz finding surrogate-key-strings)."""
+    from vmproto.wire.errors import LocalProtocolError
+
+    server = ResponseServer()
+    server.receive_data(b'{"type_connection":"response","gui_task_id":"x"}\r\n')
+    assert server.next_event() == ev.OpenConnection("response", {"gui_task_id": "x"})
+    with pytest.raises(LocalProtocolError, match="aes_ckey is not a byte string"):
+        server.send(ev.ResponseKeys("\ud800" + CKEY[1:], IVEC))
+    with pytest.raises(LocalProtocolError, match="aes_ivec is not a byte string"):
+        ResponseClient(aes_ckey=CKEY, aes_ivec=IVEC[:-1] + "\ud800")
+    # non-UTF-8 bytes kept as surrogate escapes go back to those bytes
+    ResponseClient(aes_ckey="\udcff" * 16, aes_ivec=IVEC)

@@ -194,3 +194,12 @@ def test_manager_key_validation():
     with pytest.raises(LocalProtocolError):
         ManagerAesKey(b"short", b"x" * 16)
     assert "hidden" in repr(MKEY)
+
+
+def test_key_string_bytes():
+    from vmproto.wire.crypto import key_string_bytes
+
+    assert key_string_bytes("0123456789:;<=>?") == b"0123456789:;<=>?"
+    assert key_string_bytes("\udcff\udc80é") == b"\xff\x80\xc3\xa9"  # surrogate escapes restore raw bytes
+    with pytest.raises(RemoteProtocolError, match="^aes_ckey is not a byte string$"):
+        key_string_bytes("\ud800abc", "aes_ckey")

@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from vmproto.wire import events as ev
 from vmproto.wire._state import CLOSE_INPUT, INITIAL, TABLES, TIMEOUTS, Role, State, Timeout
-from vmproto.wire.crypto import AesBlockCipher
+from vmproto.wire.crypto import AesBlockCipher, key_string_bytes
 from vmproto.wire.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from vmproto.wire.framing import (
     DEFAULT_MAX_PAYLOAD,
@@ -263,11 +263,10 @@ class Connection:
     def _set_keys(self, aes_ckey: str, aes_ivec: str) -> None:
         """Install the connection's AES key strings (first 16 bytes of each are used, spec §3).
 
-        Raises RemoteProtocolError when they are too short to use.
+        Raises RemoteProtocolError when they are too short to use or have no byte form (a lone surrogate from a
+        JSON `\\ud800` escape).
         """
-        self._cipher = AesBlockCipher(
-            aes_ckey.encode("utf-8", "surrogateescape"), aes_ivec.encode("utf-8", "surrogateescape")
-        )
+        self._cipher = AesBlockCipher(key_string_bytes(aes_ckey, "aes_ckey"), key_string_bytes(aes_ivec, "aes_ivec"))
 
     def _require_now(self, what: str) -> float:
         if self._now is None:

@@ -28,6 +28,7 @@ __all__ = [
     "ManagerReplyEncryptor",
     "generate_aes_strings",
     "generate_rsa_key",
+    "key_string_bytes",
     "public_key_pem",
     "rsa_decrypt",
     "rsa_encrypt",
@@ -56,6 +57,19 @@ def generate_aes_strings() -> tuple[str, str]:
     ckey = "".join(secrets.choice(_ALPHABET_STR) for _ in range(32))
     ivec = "".join(secrets.choice(_ALPHABET_STR) for _ in range(16))
     return ckey, ivec
+
+
+def key_string_bytes(text: str, what: str = "aes key") -> bytes:
+    """Return the bytes of a key string received in JSON (the reference uses the C string's bytes).
+
+    Text decoded by :mod:`vmproto.wire.vmjson` keeps non-UTF-8 bytes as surrogate escapes, which go back
+    to those bytes here. A lone surrogate from a JSON ``\\ud800`` escape has no byte form: it raises
+    :class:`RemoteProtocolError` ``"<what> is not a byte string"`` (never UnicodeEncodeError).
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise RemoteProtocolError(f"{what} is not a byte string") from None
 
 
 def _as_bytes(value: bytes | str, what: str) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any
 from vmproto.wire import events as ev
 from vmproto.wire._state import Role, State
 from vmproto.wire.connection import Connection
-from vmproto.wire.crypto import AesStreamDecryptor, AesStreamEncryptor
+from vmproto.wire.crypto import AesStreamDecryptor, AesStreamEncryptor, key_string_bytes
 from vmproto.wire.errors import LocalProtocolError, RemoteProtocolError
 from vmproto.wire.handshake import HandshakeClient, HandshakeServer
 from vmproto.wire.opening import Opening, OpeningReader, encode_opening
@@ -38,8 +38,12 @@ UNKNOWN_TASK_ID = "unknown gui task id"
 
 
 def _key_bytes(aes_ckey: str, aes_ivec: str) -> tuple[bytes, bytes]:
-    key = aes_ckey.encode("utf-8", "surrogateescape")
-    iv = aes_ivec.encode("utf-8", "surrogateescape")
+    # The key strings come from our caller (the service connection's credentials): unusable ones are a local
+    # error here, even when the sensor sent them that way.
+    try:
+        key, iv = key_string_bytes(aes_ckey, "aes_ckey"), key_string_bytes(aes_ivec, "aes_ivec")
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.reason) from None
     if len(key) < 16 or len(iv) < 16:
         raise LocalProtocolError("aes key or iv shorter than 16 bytes")
     return key[:16], iv[:16]
