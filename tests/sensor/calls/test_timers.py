@@ -16,7 +16,7 @@ from vmproto.sensor.cdr.model import CdrRecord
 from vmproto.testing.callgen import CallSpec, GenPacket, generate_call
 
 S = 1_000_000_000
-BASE = AnalyzerConfig(sip_ports=frozenset({5060}))
+BASE = AnalyzerConfig(sip_ports=frozenset({5060}), cleanup_calls_period=1)
 
 
 def _tick(template: GenPacket, ts_ns: int) -> GenPacket:
@@ -123,3 +123,26 @@ def test_absolute_timeout_and_bye_timeout() -> None:
     # With the default bye_timeout the 60 s destroy timer of the BYE closes it with the normal code (2).
     got = _feed(CallAnalyzer(BASE), no_ok + [_tick(pk[0], bye_t + 61 * S)])
     assert [(i, r.bye) for i, r in got] == [(len(no_ok), 2)]
+
+
+def test_cleanup_period() -> None:
+    """Deadlines are checked once per cleanup period of capture time; period 0 never checks before the end."""
+    pk = generate_call(CallSpec(seed=2)).packets
+    ok = pk[-1].ts_ns
+    ticks = [_tick(pk[0], ok + k * S) for k in range(6, 30)]
+    default = _feed(CallAnalyzer(AnalyzerConfig(sip_ports=frozenset({5060}))), pk + ticks)
+    assert len(default) == 1
+    # The first packet runs a sweep; the next ones come 10, 20 ... s later.
+    closed_at = ticks[default[0][0] - len(pk)].ts_ns
+    assert (closed_at - pk[0].ts_ns) // S % 10 == 0
+    assert _feed(CallAnalyzer(replace(BASE, cleanup_calls_period=0)), pk + ticks) == []
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_call_ends_at_bye_ok(ignore: bool) -> None:
+    """A retransmitted 200 to BYE 3 s later does not lengthen the call (ignore_duration_after_bye_confirmed)."""
+    pk = generate_call(CallSpec(seed=2)).packets
+    again = pk[-1]._replace(ts_ns=pk[-1].ts_ns + 3 * S)
+    an = CallAnalyzer(replace(BASE, cleanup_calls_period=0, ignore_duration_after_bye_confirmed=ignore))
+    (cdr,) = [r for _, r in _feed(an, [*pk, again])] + an.finish()
+    assert cdr.callend_us == (pk[-1].ts_ns if ignore else again.ts_ns) // 1000

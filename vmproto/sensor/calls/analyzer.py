@@ -58,7 +58,12 @@ class AnalyzerConfig:
     Call closing (see `vmproto.sensor.calls.timers`; seconds): `rtptimeout`, `sipwithoutrtptimeout`,
     `absolute_timeout`, `bye_timeout`, `bye_confirmed_timeout`, `response_default_timeout`,
     `redirect_response_300_timeout`, `quick_save_cdr` (0 no, 1 yes, 2 immediately);
-    `ignore_rtp_after_bye_confirmed`, `ignore_rtp_after_auth_failed`.
+    `ignore_rtp_after_bye_confirmed`, `ignore_rtp_after_auth_failed`; `ignore_duration_after_bye_confirmed`
+    (the call ends at the 2xx to BYE for duration and callend, not at its last packet).
+    `cleanup_calls_period`: seconds of capture time between timer sweeps (None: the reference's default,
+    10, or 1 with `quick_save_cdr`; 0: no sweep until `finish()`/`terminate()`). The reference sweeps on
+    its wall clock, so a `-r` replay that finishes within one period closes no call before the end; 0
+    reproduces such replays.
     `rtp_kernel`: per-stream RTP statistics in "c" (the compiled kernel), "python" (the reference model)
     or "auto" (C when it can be built, else Python; `$VMPROTO_RTP_KERNEL` overrides "auto"). Both give
     identical results.
@@ -77,6 +82,8 @@ class AnalyzerConfig:
     quick_save_cdr: int = 0
     ignore_rtp_after_bye_confirmed: bool = True
     ignore_rtp_after_auth_failed: bool = True
+    cleanup_calls_period: int | None = None
+    ignore_duration_after_bye_confirmed: bool = True
     max_calls: int = 1_000_000
     rtp_kernel: str = "auto"
     stats: dict[str, int] = field(default_factory=dict)
@@ -114,6 +121,12 @@ class CallAnalyzer:
         self._tcp = TcpSipReassembler()
         self._now_us = 0
         self._last_sweep_us = 0
+        period = self.config.cleanup_calls_period
+        if period is None:
+            period = 1 if self.config.quick_save_cdr else 10
+        # 0: never sweep before finish()/terminate() (what a reference `-r` replay faster than its wall-clock
+        # cleanup period amounts to).
+        self._sweep_every_us = period * 1_000_000 if period > 0 else 1 << 62
         self.bad_packets = 0
         self._ipv6 = self.config.ipv6
         self._sip_ports = self.config.sip_ports
@@ -200,8 +213,8 @@ class CallAnalyzer:
                 if hook is not None and call is not None and call.call_id not in reported:
                     reported.add(call.call_id)
                     hook(call, pkt, "sip")
-        # The timer sweep runs once per second of capture time; checked inline, this is the per-packet path.
-        if self._now_us - self._last_sweep_us < 1_000_000:
+        # The timer sweep runs once per cleanup period of capture time; checked inline (per-packet path).
+        if self._now_us - self._last_sweep_us < self._sweep_every_us:
             return []
         return self._sweep()
 
@@ -221,7 +234,7 @@ class CallAnalyzer:
 
     def _sweep(self) -> list[CdrRecord]:
         now = self._now_us
-        if now - self._last_sweep_us < 1_000_000:
+        if now - self._last_sweep_us < self._sweep_every_us:
             return []
         self._last_sweep_us = now
         cfg = self.config
@@ -264,7 +277,8 @@ class CallAnalyzer:
                 lst.remove(cid)
                 if not lst:
                     del self._media[(ep.addr, ep.port)]
-        cdr = call.to_cdr(self.config.id_sensor)
+        cdr = call.to_cdr(self.config.id_sensor,
+                          ignore_duration_after_bye_confirmed=self.config.ignore_duration_after_bye_confirmed)
         if self.on_call_closed is not None:
             self.on_call_closed(call, cdr)
         return cdr

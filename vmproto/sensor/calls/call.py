@@ -60,6 +60,10 @@ def _trunc_s(us: int) -> int:
     return int(us / 1_000_000) if us < 0 else us // 1_000_000
 
 
+def _nonneg_s(us: int) -> int | None:
+    return _trunc_s(us) if us >= 0 else None
+
+
 @dataclass(slots=True)
 class Call:
     """One call. Times are microseconds since the epoch."""
@@ -291,10 +295,17 @@ class Call:
             ttl_avg_mult10=int(math.floor(s.ttl_sum / s.ttl_count * 10 + 0.5)) if s.ttl_count else None,
         )
 
-    def to_cdr(self, id_sensor: int | None = None) -> CdrRecord:
+    def end_time_us(self, ignore_duration_after_bye_confirmed: bool = True) -> int:
+        """The call's end for duration and callend: the 2xx to BYE when there is one (the reference's
+        `ignore_duration_after_bye_confirmed`, on by default), else its last packet."""
+        if ignore_duration_after_bye_confirmed and self.seenbye_and_ok_us > self.first_packet_us:
+            return self.seenbye_and_ok_us
+        return self.last_time_us()
+
+    def to_cdr(self, id_sensor: int | None = None, *, ignore_duration_after_bye_confirmed: bool = True) -> CdrRecord:
         """Build the CDR record the reference would store for this call."""
         first = self.first_packet_us
-        last = self.last_time_us()
+        last = self.end_time_us(ignore_duration_after_bye_confirmed)
         duration_us = last - first
         all_streams = list(self.streams.values())
         rows_streams = [s for s in all_streams if s.received or s.first_codec >= 0]
@@ -343,8 +354,10 @@ class Call:
             fbasename=self.call_id,
             calldate_us=first,
             callend_us=first + duration_us,
-            duration=_trunc_s(duration_us),
-            connect_duration=_trunc_s(duration_us - (self.connect_time_us - first)) if self.connect_time_us else None,
+            # A negative span (capture times out of order) is stored as NULL, as the reference's unsigned
+            # duration arithmetic does.
+            duration=_trunc_s(duration_us) if duration_us >= 0 else None,
+            connect_duration=_nonneg_s(duration_us - (self.connect_time_us - first)) if self.connect_time_us else None,
             progress_time=_trunc_s(self.progress_time_us - first) if self.progress_time_us else None,
             first_rtp_time=_trunc_s(self.first_rtp_time_us - first) if self.first_rtp_time_us else None,
             post_bye_delay=_trunc_s(self.seenbye_and_ok_us - self.seenbye_us)

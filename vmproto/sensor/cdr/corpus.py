@@ -29,8 +29,33 @@ RTP_COLUMNS = (
 
 
 def datetime_text(us: int) -> str:
-    """DATETIME text of a time in microseconds, seconds truncated (UTC)."""
+    """DATETIME text of a time in microseconds, seconds truncated (UTC).
+
+    A negative time is taken the way the reference's unsigned arithmetic takes it: 64-bit microseconds,
+    then 32-bit seconds."""
+    if us < 0:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(((us % (1 << 64)) // 1_000_000) % (1 << 32)))
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(us // 1_000_000))
+
+
+#: Unsigned integer columns narrower than the values the analysis can produce, and their maximum: MariaDB
+#: (not in strict mode) stores an out-of-range value as the column's limit.
+_MEDIUMINT_U, _SMALLINT_U = 16_777_215, 65_535
+_COLUMN_MAX = {
+    "duration": _MEDIUMINT_U, "connect_duration": _MEDIUMINT_U, "progress_time": _MEDIUMINT_U,
+    "first_rtp_time": _MEDIUMINT_U, "a_received": _MEDIUMINT_U, "b_received": _MEDIUMINT_U,
+    "a_lost": _MEDIUMINT_U, "b_lost": _MEDIUMINT_U, "a_reordered": _MEDIUMINT_U, "b_reordered": _MEDIUMINT_U,
+    "a_avgjitter_mult10": _MEDIUMINT_U, "b_avgjitter_mult10": _MEDIUMINT_U, "a_maxjitter": _SMALLINT_U,
+    "b_maxjitter": _SMALLINT_U, "a_sl1": _MEDIUMINT_U, "b_sl1": _MEDIUMINT_U, "a_d50": _MEDIUMINT_U,
+    "b_d50": _MEDIUMINT_U,
+}
+
+
+def _clamp_columns(out: dict[str, str]) -> None:
+    for col, top in _COLUMN_MAX.items():
+        v = out[col]
+        if v != "NULL" and int(v) > top:
+            out[col] = str(top)
 
 
 def ip_text(addr: bytes) -> str:
@@ -65,7 +90,7 @@ def cdr_row(r: CdrRecord) -> dict[str, str]:
     out = {
         "calldate": datetime_text(r.calldate_us),
         "callend": datetime_text(r.callend_us),
-        "duration": str(r.duration),
+        "duration": _v(r.duration),
         "connect_duration": _v(r.connect_duration),
         "progress_time": _v(r.progress_time),
         "first_rtp_time": _v(r.first_rtp_time),
@@ -93,6 +118,7 @@ def cdr_row(r: CdrRecord) -> dict[str, str]:
     for prefix, s in (("a", r.a), ("b", r.b)):
         for col, attr in names.items():
             out[f"{prefix}_{col}"] = _side(s, attr)
+    _clamp_columns(out)
     return {c: out[c] for c in CDR_COLUMNS}
 
 

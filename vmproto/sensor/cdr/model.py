@@ -108,7 +108,7 @@ class CdrRecord:
     fbasename: str
     calldate_us: int
     callend_us: int
-    duration: int
+    duration: int | None
     connect_duration: int | None
     progress_time: int | None
     first_rtp_time: int | None
