@@ -73,6 +73,48 @@ def test_bad_password_gives_plain_block_and_closes():
         pair.server.next_event()
 
 
+def _credentials_json(pair: Pair, password_json: bytes) -> None:
+    from vmproto.wire.crypto import rsa_encrypt
+    from vmproto.wire.framing import byte_sum
+
+    pair.client_send(OPEN)
+    pair.server_send(ev.RsaKey(pair.server.public_pem))
+    text = (b'{"password":' + password_json + b',"aes_ckey":"' + CKEY.encode() + b'","aes_ivec":"' + IVEC.encode()
+            + b'"}')
+    pair.server.receive_data(encode_block(rsa_encrypt(pair.server.public_pem, text), byte_sum(text)))
+
+
+@pytest.mark.parametrize(
+    ("configured", "sent", "accepted"),
+    [
+        ("refpass", b'"refpass"', True),
+        ("", b'""', True),  # empty equals empty (spec §6.6)
+        ("", b"null", True),  # a null password reads as "" like json-c's get_string
+        ("refpass", b'"refpas"', False),
+        ("refpass", b'"refpass "', False),
+        ("refpass", b'"REFPASS"', False),
+        ("p\u00e9", b'"p\\u00e9"', True),  # the same text, escaped or not
+        ("refpass", b'"\\ud800"', False),  # a lone surrogate has no byte form: never equal, no stray error
+        ("\udcff", b'"\xff"', True),  # non-UTF-8 bytes compare as bytes (surrogate escapes)
+    ],
+)
+def test_password_comparison_is_exact_on_bytes(configured, sent, accepted):
+    pair = make(password=configured)
+    _credentials_json(pair, sent)
+    if accepted:
+        assert isinstance(pair.server.next_event(), ev.Credentials)
+        return
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.server.next_event()
+    assert info.value.reason == "bad password" and info.value.reply == b"bad password"
+    assert "refpass" not in repr(info.value) and "refpass" not in str(info.value)
+
+
+def test_server_password_without_byte_form_is_a_local_error():
+    with pytest.raises(LocalProtocolError):
+        QueryServer(rsa_key=rsa_key(), password="\ud800")
+
+
 def test_credentials_without_password_close_silently():
     pair = make()
     pair.client_send(OPEN)

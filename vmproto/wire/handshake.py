@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import hashlib
+import hmac
+import secrets
 from typing import Any
 
 from vmproto.wire import events as ev
@@ -38,6 +41,19 @@ FAILED_READ_CREDENTIALS = "failed read password & aes keys"
 BAD_PASSWORD = "bad password"
 BAD_TIME = "bad time"
 _OK = b"OK"
+# spec §6.6: both passwords go through HMAC-SHA-256 under a per-process random key before compare_digest, so the
+# comparison time depends on neither their content nor their length.
+_PASSWORD_MAC_KEY = secrets.token_bytes(32)
+
+
+def _password_mac(text: str) -> bytes | None:
+    """HMAC of a password's bytes (UTF-8; surrogate escapes give back non-UTF-8 bytes), or None when the text
+    has no byte form (a lone surrogate from a JSON escape: it cannot equal any configured password)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+    return hmac.new(_PASSWORD_MAC_KEY, raw, hashlib.sha256).digest()
 
 
 def json_text(fields: dict[str, Any], key: str) -> str:
@@ -160,7 +176,10 @@ class HandshakeServer(Connection):
         if not isinstance(password, str):
             raise LocalProtocolError("password must be a string")
         self._rsa_key = rsa_key
-        self._password = password
+        digest = _password_mac(password)
+        if digest is None:
+            raise LocalProtocolError("server password has no byte form (lone surrogate)")
+        self._password_digest = digest
         self._pem: bytes | None = None
         self._opening_reader: OpeningReader | None = OpeningReader(max_size=self._opening_max,
                                                                    manager_key=manager_key)
@@ -224,7 +243,16 @@ class HandshakeServer(Connection):
         return fields
 
     def _check_password(self, fields: dict[str, Any]) -> None:
-        if json_text(fields, "password") != self._password:
+        """Compare the received password with ``server_password`` in constant time (spec §6.6, §17.2).
+
+        Raises :class:`RemoteProtocolError` ``bad password`` (plain reply, close) on a mismatch. Neither
+        password appears in the error.
+        """
+        received = _password_mac(json_text(fields, "password"))
+        expected = self._password_digest
+        # compare_digest runs even when the received text has no byte form, so that case takes the same time.
+        same = hmac.compare_digest(received or bytes(len(expected)), expected)
+        if not same or received is None:
             raise RemoteProtocolError(BAD_PASSWORD, reply=BAD_PASSWORD.encode(), reply_mode="plain")
 
     def _install_keys(self, fields: dict[str, Any]) -> None:
