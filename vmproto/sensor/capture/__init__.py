@@ -3,6 +3,7 @@
 from .batch import PacketBatch
 from .errors import CaptureError, CaptureFormatError, CaptureOptionError
 from .files import CaptureFileReader, read_capture
+from .frames import FrameList
 from .options import CaptureOptions, Replay, parse_interfaces, parse_port_list
 from .writer import PcapngWriter, PcapWriter
 
@@ -12,6 +13,7 @@ __all__ = [
     "CaptureFormatError",
     "CaptureOptionError",
     "CaptureOptions",
+    "FrameList",
     "PacketBatch",
     "PcapWriter",
     "PcapngWriter",
