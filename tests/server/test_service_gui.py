@@ -189,3 +189,22 @@ async def test_opening_line_timeout_and_per_address_cap(start_server, connect):
     assert await second.closed_by_peer(timeout=5)
     assert server.stats.refused["per-address cap"] == 1
     assert server.stats.refused["opening line timeout"] == 2
+
+
+async def test_task_pushed_during_a_pong_wait_is_sent_after_the_pong(server, connect):
+    """Regression: a GUI command arriving while the service waited for a pong crashed the whole central
+    (the machine refuses to send in PONG). The task must wait for the pong, then go out; others keep working."""
+    # check_ping_response: only then does the central wait for the pong (spec §7.5), as current sensors ask.
+    service, _creds, _ = await _service(connect, server, check_ping_response=True, auto_parameters=True)
+    assert await service.next_event() == ev.Ping()  # the central now waits for our pong: do not answer yet
+    gui = await connect(server.port, GuiCommandClient())
+    await gui.send(ev.OpenConnection("gui_command", {"sensor_id": 2, "command": "getversion"}))
+    with trio.move_on_after(1.0) as early:
+        await service.next_event(timeout=2.0)
+    assert early.cancelled_caught, "nothing may be sent to the sensor while the central waits for the pong"
+    await service.send(ev.Pong())
+    task = await service.next_event()
+    assert isinstance(task, ev.Task) and task.command == b"getversion"
+    other = await connect(server.port, ManagerCommandClient())  # the central is still alive and serving
+    await other.send(ev.OpenConnection("manager_command", {"command": "active"}))
+    assert b'"sensor_id":2' in await other.read_all()
