@@ -11,7 +11,7 @@ state is written down in `vmproto.wire._state` (and spec/machines/*.toml).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -149,6 +149,21 @@ class RsaKey(Event):
         _require(_is_bytes(self.public_pem) and self.public_pem != b"", "public_pem must be non-empty bytes")
 
 
+_SECRET_FIELDS = frozenset({"password", "aes_ckey", "aes_ivec"})
+
+
+def _masked_repr(event: Event) -> str:
+    """``Name(field=value, ...)`` with the password and AES key strings shown as ``'***'`` (spec §17.4: events
+    get logged and land in tracebacks; secrets must not)."""
+    parts = []
+    for f in fields(event):
+        if not f.repr:
+            continue
+        value = getattr(event, f.name)
+        parts.append(f"{f.name}='***'" if f.name in _SECRET_FIELDS else f"{f.name}={value!r}")
+    return f"{type(event).__name__}({', '.join(parts)})"
+
+
 def _check_keys(password: object, aes_ckey: object, aes_ivec: object) -> None:
     _require(_is_str(password), "password must be a string")
     _require(_is_str(aes_ckey) and _is_str(aes_ivec), "aes_ckey and aes_ivec must be strings")
@@ -164,6 +179,8 @@ class Credentials(Event):
 
     def __post_init__(self) -> None:
         _check_keys(self.password, self.aes_ckey, self.aes_ivec)
+
+    __repr__ = _masked_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +199,8 @@ class PacketbufferCredentials(Event):
         _check_keys(self.password, self.aes_ckey, self.aes_ivec)
         _require(_is_str(self.time) and _is_str(self.sensor_name), "time and sensor_name must be strings")
         _require(type(self.sensor_id) is int, "sensor_id must be an int")
+
+    __repr__ = _masked_repr
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +230,8 @@ class ServiceCredentials(Event):
         _require(_is_str(self.sensor_string) and _is_str(self.compress_types), "strings expected")
         for name in ("restore", "check_ping_response", "auto_parameters", "remote_chart_server", "use_encode_data"):
             _require(isinstance(getattr(self, name), bool), f"{name} must be a bool")
+
+    __repr__ = _masked_repr
 
     @property
     def service_key(self) -> str:
@@ -518,6 +539,8 @@ class ResponseKeys(Event):
     def __post_init__(self) -> None:
         _require(_is_str(self.aes_ckey) and _is_str(self.aes_ivec), "keys must be strings")
         _require(self.aes_ckey != "" and self.aes_ivec != "", "keys must be non-empty")
+
+    __repr__ = _masked_repr
 
 
 @dataclass(frozen=True, slots=True)
