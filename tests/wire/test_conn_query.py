@@ -129,17 +129,21 @@ def test_credentials_without_password_close_silently():
     assert info.value.reason == "failed read password & aes keys" and info.value.reply is None
 
 
-def test_empty_request_is_rejected_without_reply():
+@pytest.mark.parametrize("codec", [Compression.GZIP, Compression.ZSTD, Compression.NONE])
+def test_empty_request_closes_without_reply(codec):
+    """spec §10.2, §5.8, §10.11: a request that decompresses to nothing closes the connection, no reply."""
     pair = ready()
     from vmproto.wire.crypto import AesBlockCipher
     from vmproto.wire.framing import byte_sum
 
     cipher = AesBlockCipher(CKEY, IVEC)
-    empty = compress(Compression.GZIP, b"")
+    empty = compress(codec, b"")
     pair.server.receive_data(encode_block(cipher.encrypt(empty), byte_sum(empty)))
-    event = pair.server.next_event()
-    assert isinstance(event, ev.Rejected) and event.reply is None
-    assert pair.server.state is State.READY
+    with pytest.raises(RemoteProtocolError) as info:
+        pair.server.next_event()
+    assert info.value.reason == "empty query" and info.value.reply is None and info.value.close
+    assert pair.server.state is State.CLOSED
+    assert pair.server.encode_reply(info.value) == b""
     with pytest.raises(LocalProtocolError):
         pair.client.send(ev.QueryRequest(b""))
 

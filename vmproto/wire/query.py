@@ -6,7 +6,8 @@ writes `_END_` uncompressed (as the reference does) and closes.
 
 Server: receives `QueryRequest` (decompressed; `compression` = the codec the request used), answers
 `QueryResponse(payload)`, compressed with that same codec unless `error=True` (the reference writes error replies
-uncompressed). An empty request is `Rejected` with no reply, as the reference gives none. 60 s idle → closed.
+uncompressed). A request that decompresses to nothing raises RemoteProtocolError `empty query` (no reply, close:
+spec §10.2, §5.8, §10.11; the reference answers nothing and keeps the connection). 60 s idle → closed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 from vmproto.wire import events as ev
 from vmproto.wire.compression import Compression, compress, decompress
-from vmproto.wire.errors import LocalProtocolError
+from vmproto.wire.errors import LocalProtocolError, RemoteProtocolError
 from vmproto.wire.handshake import HandshakeClient, HandshakeServer
 from vmproto.wire.query_result import END
 
-__all__ = ["QueryClient", "QueryServer"]
+__all__ = ["QueryClient", "QueryServer", "EMPTY_QUERY"]
+
+EMPTY_QUERY = "empty query"
 
 _CSV = b"CSV:"
 
@@ -63,7 +66,7 @@ class QueryServer(HandshakeServer):
         if text == END:
             return [ev.End()]
         if not text:
-            return [ev.Rejected("empty query", None, payload)]
+            raise RemoteProtocolError(EMPTY_QUERY)  # no reply, close (spec §10.2)
         self._reply_compression = kind
         csv = text.startswith(_CSV)
         return [ev.QueryRequest(text[len(_CSV):] if csv else text, csv, int(kind))]
