@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from vmproto.sensor.calls.call import BYE_FORCED, Call
 from vmproto.sensor.calls.errors import CallAnalysisError
 from vmproto.sensor.calls.kernel import KernelRtpStream, load_kernel, stream_class
+from vmproto.sensor.calls.rtp import PAYLOAD_TELEVENT
 from vmproto.sensor.calls.sdp import parse_sdp
 from vmproto.sensor.calls.sip import SipMessage, looks_like_sip, parse_message, parse_name_addr, via_branch
 from vmproto.sensor.calls.stream import TcpSipReassembler
@@ -26,6 +27,7 @@ from vmproto.sensor.calls.timers import (
     ZOMBIE_TIMEOUT_S,
     final_response_delay,
 )
+from vmproto.sensor.cdr import flags as cdrflags
 from vmproto.sensor.cdr.model import CdrRecord, CdrSipHistoryRow
 
 __all__ = ["AnalyzerConfig", "CallAnalyzer", "CallClosedHook", "CallPacketHook", "PacketLike"]
@@ -60,6 +62,8 @@ class AnalyzerConfig:
     `redirect_response_300_timeout`, `quick_save_cdr` (0 no, 1 yes, 2 immediately);
     `ignore_rtp_after_bye_confirmed`, `ignore_rtp_after_auth_failed`; `ignore_duration_after_bye_confirmed`
     (the call ends at the 2xx to BYE for duration and callend, not at its last packet).
+    `cdr_save_flags`: `vmproto.sensor.cdr.flags.SAVE_*` bits describing what the sensor stores for each
+    call (savesip, savertp ...), ORed into every CDR's flags.
     `cleanup_calls_period`: seconds of capture time between timer sweeps (None: the reference's default,
     10, or 1 with `quick_save_cdr`; 0: no sweep until `finish()`/`terminate()`). The reference sweeps on
     its wall clock, so a `-r` replay that finishes within one period closes no call before the end; 0
@@ -84,6 +88,7 @@ class AnalyzerConfig:
     ignore_rtp_after_auth_failed: bool = True
     cleanup_calls_period: int | None = None
     ignore_duration_after_bye_confirmed: bool = True
+    cdr_save_flags: int = 0
     max_calls: int = 1_000_000
     rtp_kernel: str = "auto"
     stats: dict[str, int] = field(default_factory=dict)
@@ -277,7 +282,7 @@ class CallAnalyzer:
                 lst.remove(cid)
                 if not lst:
                     del self._media[(ep.addr, ep.port)]
-        cdr = call.to_cdr(self.config.id_sensor,
+        cdr = call.to_cdr(self.config.id_sensor, extra_flags=cdrflags.SAVE_FLAGS | self.config.cdr_save_flags,
                           ignore_duration_after_bye_confirmed=self.config.ignore_duration_after_bye_confirmed)
         if self.on_call_closed is not None:
             self.on_call_closed(call, cdr)
@@ -307,6 +312,7 @@ class CallAnalyzer:
             self._order.append(cid)
         if report and self.on_call_packet is not None:
             self.on_call_packet(call, pkt, "sip")
+        call.cdr_flags |= cdrflags.PROTO_TCP if pkt.proto == _TCP else cdrflags.PROTO_UDP
         from_caller = call.from_caller(pkt.src, pkt.sport)
         call.last_signal_us = max(call.last_signal_us, ts_us)
         call.check_reset_oneway(pkt.src, pkt.sport, pkt.dst, pkt.dport)
@@ -322,6 +328,13 @@ class CallAnalyzer:
                 self.bad_packets += 1
                 return call
             sender_is_caller = from_caller if from_caller is not None else msg.is_request
+            for m in media:
+                call.cdr_flags |= cdrflags.SDP_MEDIA_FLAG.get(m.media, 0)
+                if msg.cseq[1] == "INVITE" and PAYLOAD_TELEVENT in m.rtpmap.values():
+                    if msg.is_request:
+                        call.cdr_flags |= cdrflags.TELEVENT_EXISTS_REQUEST
+                    elif 200 <= msg.status < 300:
+                        call.cdr_flags |= cdrflags.TELEVENT_EXISTS_RESPONSE
             before = {(e.addr, e.port) for e in call.endpoints}
             call.add_sdp(media, sender_is_caller, ts_us)
             for e in call.endpoints:
@@ -456,6 +469,7 @@ class CallAnalyzer:
                 call = self._calls.get(rtcp_cids[-1]) if rtcp_cids else None
                 if call is not None and not (call.timers.rtp_cutoff_us and ts_us > call.timers.rtp_cutoff_us):
                     call.last_rtcp_us = max(call.last_rtcp_us, ts_us)
+                    call.cdr_flags |= cdrflags.RTCP_EXISTS
                     if self.on_call_packet is not None:
                         self.on_call_packet(call, pkt, "rtcp")
                 return
@@ -471,6 +485,7 @@ class CallAnalyzer:
             return  # after the 2xx to BYE or a 403: the reference no longer attributes media to the call
         if rtcp:
             # RTCP multiplexed on the RTP port (RFC 5761): kept with the call, no RTP statistics.
+            call.cdr_flags |= cdrflags.RTCP_EXISTS
             if self.on_call_packet is not None:
                 self.on_call_packet(call, pkt, "rtcp")
             return

@@ -114,6 +114,7 @@ class Call:
     timers: CallTimers = field(default_factory=CallTimers)
     in_dialog_cseqs: set[tuple[int, str]] = field(default_factory=set)
     seen_res2xx: bool = False
+    cdr_flags: int = 0  # vmproto.sensor.cdr.flags bits observed so far
     endpoints: list[MediaEndpoint] = field(default_factory=list)
     streams: dict[tuple[bytes, int, bytes, int, int], RtpStream] = field(default_factory=dict)
     forcemark_times: list[int] = field(default_factory=list)
@@ -302,8 +303,10 @@ class Call:
             return self.seenbye_and_ok_us
         return self.last_time_us()
 
-    def to_cdr(self, id_sensor: int | None = None, *, ignore_duration_after_bye_confirmed: bool = True) -> CdrRecord:
-        """Build the CDR record the reference would store for this call."""
+    def to_cdr(self, id_sensor: int | None = None, *, ignore_duration_after_bye_confirmed: bool = True,
+               extra_flags: int = 0) -> CdrRecord:
+        """Build the CDR record the reference would store for this call; `extra_flags` is ORed into its
+        cdr.flags (the sensor's SAVE_* bits)."""
         first = self.first_packet_us
         last = self.end_time_us(ignore_duration_after_bye_confirmed)
         duration_us = last - first
@@ -376,5 +379,5 @@ class Call:
             ttl_max=max(s.ttl_max for s in ttl) if ttl else None,
             ttl_avg_mult10=int(math.floor(sum(s.ttl_sum / s.ttl_count for s in ttl) / len(ttl) * 10 + 0.5))
             if ttl else None,
-            rtp=rtp_rows, sdp=sdp_rows, siphistory=list(self.siphistory),
+            flags=self.cdr_flags | extra_flags, rtp=rtp_rows, sdp=sdp_rows, siphistory=list(self.siphistory),
         )
