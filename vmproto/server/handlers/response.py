@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 
+from vmproto.keylog import connection_entry
 from vmproto.logs import log_event
 from vmproto.server.handlers.context import ServerContext
 from vmproto.server.handlers.handshake import run_handshake
@@ -34,6 +36,15 @@ async def handle_response(ctx: ServerContext, io: MachineStream) -> None:
         ctx.log_hostile(io.peer[0], "response for unknown task", task=machine.gui_task_id[:40])
         return
     task.started = True
+    if ctx.keylog is not None:
+        # The stream is encrypted with the sensor's service keys: log them under this connection too, so the
+        # inspector decodes the relay without guessing which service it belongs to.
+        try:
+            ctx.keylog.write(connection_entry(
+                conn=io.peer[1], type_connection="response", opened_ts=time.time(), aes_ckey=service.aes_ckey,
+                aes_ivec=service.aes_ivec, peer=f"{io.peer[0]}:{io.peer[1]}", role="server"))
+        except (OSError, ValueError) as exc:
+            log_event(log, logging.ERROR, "key log write failed", error=str(exc))
     try:
         await io.send(ev.ResponseKeys(service.aes_ckey, service.aes_ivec))
     except Exception as exc:  # noqa: BLE001 - bad service keys (shorter than 16 bytes) end only this relay
