@@ -221,9 +221,9 @@ def test_options_from_config_text_values(tmp_path: Path) -> None:
         RtpMode.YES, RtpMode.NO, RtpMode.HEADER, RtpMode.YES, RtpMode.NO, RtpMode.YES]
     with pytest.raises(SpoolOptionError):
         parse_savertp("maybe")
-    # An option the registry does not know yet arrives as text and is checked here.
-    with pytest.raises(SpoolOptionError, match="maxpoolsipsize"):
-        SpoolOptions.from_config(config.load_text("maxpoolsipsize = lots\n"))
+    # The registry types the spool limits: a bad value is refused when the file is read, naming the option.
+    with pytest.raises(config.ConfigError, match="maxpoolsipsize"):
+        config.load_text("maxpoolsipsize = lots\n")
     with pytest.raises(SpoolOptionError):
         SpoolLimits(maxpooldays=-1)
 
