@@ -724,6 +724,7 @@ static void update_stats(vm_stream *s, i64 ts_us, i64 timestamp) {
         if (s->codec != PAYLOAD_TELEVENT && s->lvf_ts_us == 0) {
             s->lvf_ts_us = ts_us;
             s->lvf_timestamp = timestamp;
+            return; /* keeps forcemark2 */
         }
         s->forcemark2 = 0;
         return;

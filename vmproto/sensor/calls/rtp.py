@@ -502,8 +502,11 @@ class RtpStream:
         transit = tsdiff_ms - (timestamp - self._lvf_timestamp) / (self.samplerate / 1000.0)
         if self.codec == PAYLOAD_TELEVENT or self.lastframetype == _DTMF:
             if self.codec != PAYLOAD_TELEVENT and self._lvf_ts_us == 0:
+                # First voice packet after DTMF: it only anchors the delay clock (a pending re-INVITE mark
+                # stays for the next packet, as in the reference).
                 self._lvf_ts_us = ts_us
                 self._lvf_timestamp = timestamp
+                return
             self._forcemark2 = False
             return
         if abs(int(transit)) > 5000:
