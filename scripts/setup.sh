@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
-ldconfig -p 2>/dev/null | grep -q 'libpcap\.so ' || need_apt+=(libpcap-dev)
-ldconfig -p 2>/dev/null | grep -q 'liblzo2\.so\.2' || need_apt+=(liblzo2-2)
+ldconfig -p 2>/dev/null | grep 'libpcap\.so ' >/dev/null || need_apt+=(libpcap-dev)
+ldconfig -p 2>/dev/null | grep 'liblzo2\.so\.2' >/dev/null || need_apt+=(liblzo2-2)
 # libsnappy: byte-identical packet-block compression with the reference (vmproto/wire/_snappy.py)
-ldconfig -p 2>/dev/null | grep -q 'libsnappy\.so\.1' || need_apt+=(libsnappy1v5)
+ldconfig -p 2>/dev/null | grep 'libsnappy\.so\.1' >/dev/null || need_apt+=(libsnappy1v5)
 # A C compiler and the Python headers build the packet and RTP kernels (vmproto/sensor/*/_kernel.c) on first use;
 # without them vmproto still works, on its slower pure-Python paths.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
