@@ -77,7 +77,8 @@ async def test_server_mode_against_our_central(central):
     quirks = {r.case.id: r.variant for r in results if r.variant}
     # vmproto decisions the spec makes normative for our central (spec §16)
     for cid in ("opening-line-cap", "credentials-not-json", "framing-oversized", "pb-short-container",
-                "query-csv-separator-value", "query-literal-null-token", "store-no-separator"):
+                "query-csv-separator-value", "query-literal-null-token", "store-no-separator",
+                "store-malformed-items", "query-empty-request"):
         assert quirks.get(cid) == "vmproto", (cid, quirks.get(cid))
 
 
