@@ -83,6 +83,7 @@ typedef struct {
     int force;
     i64 skew_sum, skew_n;
     vm_chan *chan;
+    int oom; /* an allocation failed: results are no longer the model's */
 } fixedbuf;
 
 typedef struct {
@@ -95,6 +96,7 @@ typedef struct {
     i64 sorted[HIST];
     i64 frames_in, jitter, min, current, target, next_voice_ts, last_voice_ms, silence_begin_ts,
         last_adjustment, last_delay, discont, resync_offset, contig;
+    int oom; /* an allocation failed: results are no longer the model's */
 } adaptbuf;
 
 struct vm_chan {
@@ -211,7 +213,10 @@ static int fb_put(fixedbuf *b, const vm_frame *f, i64 now, int marker) {
         return res;
     }
     b->force = 0;
-    if (vm_grow((void **)&b->frames, &b->cap, n + 1, sizeof(fx_entry))) return RES_DROP;
+    if (vm_grow((void **)&b->frames, &b->cap, n + 1, sizeof(fx_entry))) {
+        b->oom = 1;
+        return RES_DROP;
+    }
     frames = b->frames;
     memmove(&frames[i + 1], &frames[i], (size_t)(n - i) * sizeof(fx_entry));
     frames[i].delivery = delivery;
@@ -350,9 +355,15 @@ static int ab_put(adaptbuf *b, const vm_frame *f, i64 now) {
     i64 rts = f->ts - b->resync_offset;
     int i = vm_bisect_right(b->qts, b->qn, rts);
     int cap = b->qcap;
-    if (vm_grow((void **)&b->qts, &cap, b->qn + 1, sizeof(i64))) return RES_DROP;
+    if (vm_grow((void **)&b->qts, &cap, b->qn + 1, sizeof(i64))) {
+        b->oom = 1;
+        return RES_DROP;
+    }
     cap = b->qcap;
-    if (vm_grow((void **)&b->q, &cap, b->qn + 1, sizeof(vm_frame))) return RES_DROP;
+    if (vm_grow((void **)&b->q, &cap, b->qn + 1, sizeof(vm_frame))) {
+        b->oom = 1;
+        return RES_DROP;
+    }
     b->qcap = cap;
     memmove(&b->qts[i + 1], &b->qts[i], (size_t)(b->qn - i) * sizeof(i64));
     memmove(&b->q[i + 1], &b->q[i], (size_t)(b->qn - i) * sizeof(vm_frame));
@@ -916,10 +927,22 @@ int vm_rtp_parse(const uint8_t *data, i64 len, vm_hdr *h) {
     return 1;
 }
 
-/* Account one packet (as RtpStream.read). Returns 1 counted, 0 ignored, -1 not RTP.
+/* Account one packet (as RtpStream.read). Returns 1 counted, 0 ignored, -1 not RTP, -2 out of memory (the
+ * stream's statistics are then unusable).
  * fm/fm_n: the call's forcemark times (re-INVITE media changes), in order. */
+static int stream_read(vm_stream *s, i64 ts_us, i64 ttl, const uint8_t *data, i64 len, const i64 *fm, i64 fm_n,
+                       int connected);
+
 int vm_stream_read(vm_stream *s, i64 ts_us, i64 ttl, const uint8_t *data, i64 len, const i64 *fm, i64 fm_n,
                    int connected) {
+    int r = stream_read(s, ts_us, ttl, data, len, fm, fm_n, connected);
+    for (int i = 0; i < 3; i++)
+        if (s->chan[i].fb.oom || s->chan[i].ab.oom) return -2;
+    return r;
+}
+
+static int stream_read(vm_stream *s, i64 ts_us, i64 ttl, const uint8_t *data, i64 len, const i64 *fm, i64 fm_n,
+                       int connected) {
     vm_hdr hh;
     const vm_hdr *h = &hh;
     if (!vm_rtp_parse(data, len, &hh)) return -1;

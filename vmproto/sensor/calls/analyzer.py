@@ -196,8 +196,11 @@ class CallAnalyzer:
                     if self.on_call_packet is not None:
                         self.on_call_packet(call, pkt, "rtp")
                     if handle is not None and not call.forcemark_times:
-                        counted = self._kread(handle, ts_us, ttl, data, n, self._knull, 0,
-                                              call.connect_time_us != 0) > 0  # type: ignore[misc]
+                        r = self._kread(handle, ts_us, ttl, data, n, self._knull, 0,  # type: ignore[misc]
+                                        call.connect_time_us != 0)
+                        if r < -1:
+                            raise MemoryError("RTP kernel: jitter-buffer allocation failed")
+                        counted = r > 0
                     else:
                         counted = stream.feed(ts_us, ttl, data, call.forcemark_times, call.connect_time_us != 0)
                     if counted:
@@ -519,7 +522,10 @@ class CallAnalyzer:
             self.on_call_packet(call, pkt, "rtp")
         kread = self._kread
         if kread is not None and not call.forcemark_times:
-            counted = kread(stream._s, ts_us, pkt.ttl, data, n, self._knull, 0, call.connect_time_us != 0) > 0
+            r = kread(stream._s, ts_us, pkt.ttl, data, n, self._knull, 0, call.connect_time_us != 0)
+            if r < -1:
+                raise MemoryError("RTP kernel: jitter-buffer allocation failed")
+            counted = r > 0
         else:
             counted = stream.feed(ts_us, pkt.ttl, data, call.forcemark_times, call.connect_time_us != 0)
         if counted:

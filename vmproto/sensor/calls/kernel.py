@@ -162,14 +162,17 @@ class KernelRtpStream:
 
     def feed(self, ts_us: int, ttl: int, data: bytes, forcemark_times: list[int], connected: bool) -> bool:
         """Account one UDP payload of this stream; return False when the reference would ignore it (or it is
-        not RTP)."""
+        not RTP). Raises MemoryError when the kernel could not grow a jitter buffer."""
         if forcemark_times:
             if len(forcemark_times) != self._fm_len:
                 self._fm_arr = self._ffi.new("int64_t[]", forcemark_times)
                 self._fm_len = len(forcemark_times)
-            return self._lib.vm_stream_read(self._s, ts_us, ttl, data, len(data), self._fm_arr, self._fm_len,
-                                            connected) > 0
-        return self._lib.vm_stream_read(self._s, ts_us, ttl, data, len(data), self._ffi.NULL, 0, connected) > 0
+            r = self._lib.vm_stream_read(self._s, ts_us, ttl, data, len(data), self._fm_arr, self._fm_len, connected)
+        else:
+            r = self._lib.vm_stream_read(self._s, ts_us, ttl, data, len(data), self._ffi.NULL, 0, connected)
+        if r < -1:
+            raise MemoryError("RTP kernel: jitter-buffer allocation failed")
+        return r > 0
 
     def save_mos(self, connected: bool) -> None:
         """Close a MOS interval (see `RtpStream.save_mos`)."""
