@@ -172,3 +172,26 @@ def test_stream_class_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stream_class() is RtpStream
     with pytest.raises(ValueError, match="rtp kernel"):
         stream_class("fortran")
+
+
+def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, tmp_path, caplog) -> None:
+    """Without a toolchain the kernel is reported unavailable once and "auto" runs the Python model."""
+    from vmproto.sensor.calls import _kernel_build, kernel
+    from vmproto.sensor.calls.kernel import KernelUnavailable
+
+    def no_compiler(tmpdir: object) -> None:
+        raise OSError("gcc: not found")
+
+    monkeypatch.setattr(kernel, "_module", None)
+    monkeypatch.setattr(kernel, "_failure", None)
+    monkeypatch.setenv("VMPROTO_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(_kernel_build, "build", no_compiler)
+    with caplog.at_level("WARNING", logger="vmproto.sensor.calls.kernel"):
+        assert stream_class("auto") is RtpStream
+    assert "unavailable" in caplog.text and "gcc: not found" in caplog.text
+    with pytest.raises(KernelUnavailable, match="gcc: not found"):
+        stream_class("c")
+    an = CallAnalyzer(AnalyzerConfig(sip_ports=frozenset({5060})))
+    assert an.rtp_kernel == "python"
+    records = [r for p in generate_call(CallSpec(seed=1)).packets for r in an.feed(p)] + an.finish()
+    assert records[0].a is not None and records[0].a.received == 150
