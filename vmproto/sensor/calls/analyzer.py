@@ -120,8 +120,8 @@ class CallAnalyzer:
         self._calls: dict[str, Call] = {}
         self._order: list[str] = []
         self._media: dict[tuple[bytes, int], list[str]] = {}
-        # (src, sport, dst, dport, SSRC bytes) -> (call, stream, kernel handle): the RTP fast path. Valid while
-        # _media and the set of open calls are unchanged; cleared whenever either changes.
+        # (src, sport, dst, dport, SSRC bytes) -> (call, stream, kernel handle): the RTP fast path. An entry
+        # is dropped when its call closes or an SDP (re)registers one of its two endpoints in _media.
         self._hot: dict[tuple[bytes, int, bytes, int, bytes], tuple[Call, Any, Any]] = {}
         self._tcp = TcpSipReassembler()
         self._now_us = 0
@@ -278,7 +278,9 @@ class CallAnalyzer:
     def _close(self, cid: str, reason: int) -> CdrRecord:
         call = self._calls.pop(cid)
         call.close_reason = reason
-        self._hot.clear()
+        hot = self._hot
+        for key in [k for k, v in hot.items() if v[0] is call]:
+            del hot[key]
         for ep in call.endpoints:
             lst = self._media.get((ep.addr, ep.port))
             if lst and cid in lst:
@@ -343,12 +345,19 @@ class CallAnalyzer:
             for e in call.endpoints:
                 # Only audio is analysed: the reference keeps no RTP statistics for video by default.
                 if (e.addr, e.port) not in before and e.media == "audio":
-                    self._hot.clear()
+                    self._forget_hot_endpoint((e.addr, e.port))
                     lst = self._media.setdefault((e.addr, e.port), [])
                     if cid in lst:
                         lst.remove(cid)
                     lst.append(cid)
         return call
+
+    def _forget_hot_endpoint(self, ep: tuple[bytes, int]) -> None:
+        """Drop fast-path entries whose owner may change now that `ep` (re)joins _media: packets to it (found
+        by destination) and packets from it (found by source when their destination is unknown)."""
+        hot = self._hot
+        for key in [k for k in hot if (k[2], k[3]) == ep or (k[0], k[1]) == ep]:
+            del hot[key]
 
     def _request(self, call: Call, msg: SipMessage, pkt: PacketLike, ts_us: int, cseq: tuple[int, str],
                  from_caller: bool | None) -> None:
