@@ -146,3 +146,13 @@ def test_call_ends_at_bye_ok(ignore: bool) -> None:
     an = CallAnalyzer(replace(BASE, cleanup_calls_period=0, ignore_duration_after_bye_confirmed=ignore))
     (cdr,) = [r for _, r in _feed(an, [*pk, again])] + an.finish()
     assert cdr.callend_us == (pk[-1].ts_ns if ignore else again.ts_ns) // 1000
+
+
+@pytest.mark.parametrize(("field", "value"), [("rtptimeout", -1), ("quick_save_cdr", 3), ("cleanup_calls_period", -5),
+                                              ("rtp_kernel", "gpu"), ("sip_ports", frozenset({0})),
+                                              ("bye_timeout", "60"), ("cdr_save_flags", -1)])
+def test_bad_options_are_named(field: str, value: object) -> None:
+    from vmproto.sensor.calls import AnalyzerConfigError
+
+    with pytest.raises(AnalyzerConfigError, match=field):
+        replace(BASE, **{field: value})

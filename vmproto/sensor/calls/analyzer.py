@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vmproto.sensor.calls.call import BYE_FORCED, Call
-from vmproto.sensor.calls.errors import CallAnalysisError
+from vmproto.sensor.calls.errors import AnalyzerConfigError, CallAnalysisError
 from vmproto.sensor.calls.kernel import KernelRtpStream, load_kernel, stream_class
 from vmproto.sensor.calls.rtp import PAYLOAD_TELEVENT
 from vmproto.sensor.calls.sdp import parse_sdp
@@ -92,6 +92,25 @@ class AnalyzerConfig:
     max_calls: int = 1_000_000
     rtp_kernel: str = "auto"
     stats: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Raises AnalyzerConfigError naming the first option with an unusable value."""
+        for name in ("rtptimeout", "sipwithoutrtptimeout", "absolute_timeout", "bye_timeout", "bye_confirmed_timeout",
+                     "response_default_timeout", "redirect_response_300_timeout", "max_calls"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise AnalyzerConfigError(f"{name} must be a whole number of seconds >= 0, got {value!r}")
+        if self.quick_save_cdr not in (0, 1, 2) or isinstance(self.quick_save_cdr, bool):
+            raise AnalyzerConfigError(f"quick_save_cdr must be 0, 1 or 2, got {self.quick_save_cdr!r}")
+        period = self.cleanup_calls_period
+        if period is not None and (not isinstance(period, int) or isinstance(period, bool) or period < 0):
+            raise AnalyzerConfigError(f"cleanup_calls_period must be None or seconds >= 0, got {period!r}")
+        if self.rtp_kernel not in ("auto", "c", "python"):
+            raise AnalyzerConfigError(f"rtp_kernel must be 'auto', 'c' or 'python', got {self.rtp_kernel!r}")
+        if not all(isinstance(p, int) and 0 < p < 65536 for p in self.sip_ports):
+            raise AnalyzerConfigError(f"sip_ports must be port numbers 1..65535, got {sorted(self.sip_ports)!r}")
+        if not isinstance(self.cdr_save_flags, int) or self.cdr_save_flags < 0:
+            raise AnalyzerConfigError(f"cdr_save_flags must be a bit mask >= 0, got {self.cdr_save_flags!r}")
 
 
 CallPacketHook = Callable[[Call, PacketLike, str], None]

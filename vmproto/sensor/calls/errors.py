@@ -13,3 +13,7 @@ class SipParseError(CallAnalysisError):
 
 class SdpParseError(CallAnalysisError):
     """An SDP body cannot be read (bad line syntax or port)."""
+
+
+class AnalyzerConfigError(CallAnalysisError):
+    """An analysis option has a value the analysis cannot work with (the message names the option)."""

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from vmproto.sensor.calls import _kernel_build
-from vmproto.sensor.calls.errors import CallAnalysisError
+from vmproto.sensor.calls.errors import AnalyzerConfigError, CallAnalysisError
 from vmproto.sensor.calls.rtp import RtpStream
 
 __all__ = ["KernelRtpStream", "KernelUnavailable", "load_kernel", "kernel_available", "stream_class"]
@@ -108,8 +108,8 @@ def kernel_available() -> bool:
 def stream_class(choice: str | None = None) -> type[RtpStream] | type[KernelRtpStream]:
     """Return the stream implementation to use: `choice` or `$VMPROTO_RTP_KERNEL` ("auto", "c", "python").
 
-    Raises `KernelUnavailable` when "c" was asked for and the kernel cannot be loaded, `ValueError` for an
-    unknown choice.
+    Raises `KernelUnavailable` when "c" was asked for and the kernel cannot be loaded, `AnalyzerConfigError`
+    for an unknown choice.
     """
     choice = (choice or os.environ.get("VMPROTO_RTP_KERNEL") or "auto").lower()
     if choice == "python":
@@ -119,7 +119,7 @@ def stream_class(choice: str | None = None) -> type[RtpStream] | type[KernelRtpS
         return KernelRtpStream
     if choice == "auto":
         return KernelRtpStream if kernel_available() else RtpStream
-    raise ValueError(f"rtp kernel must be 'auto', 'c' or 'python', not {choice!r}")
+    raise AnalyzerConfigError(f"rtp kernel must be 'auto', 'c' or 'python', not {choice!r}")
 
 
 class _Mos:
