@@ -90,9 +90,9 @@ def encode_store_message(msg: StoreMessage) -> bytes:
     """
     if not msg.queries:
         raise LocalProtocolError("a store message needs at least one query")
-    if type(msg.id_main) is not int or msg.id_main < 0:
+    if not isinstance(msg.id_main, int) or isinstance(msg.id_main, bool) or msg.id_main < 0:
         raise LocalProtocolError(f"id_main must be a non-negative int, not {msg.id_main!r}")
-    parts = [str(msg.id_main).encode("ascii"), b"|"]
+    parts = [str(int(msg.id_main)).encode("ascii"), b"|"]
     if msg.client_time is not None:
         if not isinstance(msg.client_time, str) or not _DATETIME.match(msg.client_time):
             raise LocalProtocolError(f"bad client_time: {msg.client_time!r} (YYYY-MM-DD HH:MM:SS expected)")
