@@ -89,7 +89,7 @@ def streams(draw: st.DrawFn) -> tuple[list[tuple[int, int, bytes]], list[int], b
     n_fm = draw(st.integers(0, 3))
     fm = sorted(rng.randrange(T0, t + 1) for _ in range(n_fm))
     connected = draw(st.booleans())
-    sent.append((sent[-1][0] + 20_000, 64, b"\x80"))  # not RTP: ignored by both
+    sent.append(((sent[-1][0] if sent else t) + 20_000, 64, b"\x80"))  # not RTP: ignored by both
     return sent, fm, connected
 
 

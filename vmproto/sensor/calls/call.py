@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from vmproto.sensor.calls.invites import InviteLegs
+from vmproto.sensor.calls.kernel import KernelRtpStream
 from vmproto.sensor.calls.rtp import RtpStream
 from vmproto.sensor.calls.sdp import SdpMedia
 from vmproto.sensor.calls.sip import SipMessage, parse_name_addr
@@ -15,6 +16,8 @@ from vmproto.sensor.cdr.model import CdrRecord, CdrRtpRow, CdrSdpRow, CdrSipHist
 __all__ = ["Call", "MediaEndpoint", "Endpoint", "filename_from_call_id"]
 
 Endpoint = tuple[bytes, int]
+#: Either implementation of a stream's statistics (same surface, same results).
+Stream = RtpStream | KernelRtpStream
 
 # cdr_rtp.flags bits (the reference's CDR_RTP_STREAM_* values).
 FLAG_IS_AB = 1 << 1
@@ -116,7 +119,7 @@ class Call:
     seen_res2xx: bool = False
     cdr_flags: int = 0  # vmproto.sensor.cdr.flags bits observed so far
     endpoints: list[MediaEndpoint] = field(default_factory=list)
-    streams: dict[tuple[bytes, int, bytes, int, int], RtpStream] = field(default_factory=dict)
+    streams: dict[tuple[bytes, int, bytes, int, int], Stream] = field(default_factory=dict)
     forcemark_times: list[int] = field(default_factory=list)
     siphistory: list[CdrSipHistoryRow] = field(default_factory=list)
     close_reason: int = 0
@@ -252,7 +255,7 @@ class Call:
             return 1
         return 3 if self.seenbye_and_ok else 2
 
-    def _select_ab(self, streams: list[RtpStream]) -> tuple[RtpStream | None, RtpStream | None]:
+    def _select_ab(self, streams: list[Stream]) -> tuple[Stream | None, Stream | None]:
         if not streams:
             return None, None
         if len(streams) == 1:
@@ -266,7 +269,7 @@ class Call:
         b = next((s for s in order if not s.iscaller and s.first_codec >= 0), None)
         return a, b
 
-    def _stream_stats(self, s: RtpStream, index: int) -> StreamStats:
+    def _stream_stats(self, s: Stream, index: int) -> StreamStats:
         connected = bool(self.connect_time_us)
         s.finalize_mos(connected)
         lost = s.lost
