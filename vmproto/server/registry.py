@@ -38,6 +38,8 @@ class ServiceEntry:
     remote_chart_server: bool = False
     orphaned: bool = False
     connected_at: float = field(default_factory=time.time)
+    sensor_version: int = 0  # major*1000000 + minor*1000 + patch, as announced (status, metrics)
+    last_pong: float | None = None  # UNIX time of the last pong (status, metrics); None before the first
 
 
 @dataclass(frozen=True, slots=True)

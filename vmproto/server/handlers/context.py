@@ -56,8 +56,14 @@ class ServerStats:
     pb_rejected: int = 0
     pb_undecodable: int = 0
     db_errors: int = 0
+    db_error_codes: collections.Counter[str] = field(default_factory=collections.Counter)  # by errno ("0": none)
     services_active: int = 0
     gui_tasks: collections.Counter[str] = field(default_factory=collections.Counter)  # by outcome
+
+    def count_db_error(self, exc: Any) -> None:
+        """Count one database error (`exc` a vmproto.server.db.errors.DatabaseError) in total and by its errno."""
+        self.db_errors += 1
+        self.db_error_codes[str(int(getattr(exc, "errno", 0) or 0))] += 1
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-friendly copy (tuple keys joined with '/')."""

@@ -53,7 +53,7 @@ async def execute_request(ctx: ServerContext, request: ev.QueryRequest) -> ev.Qu
         async with ctx.pool.connection() as conn:
             result = await run_query(conn, request.sql)
     except DatabaseError as exc:  # no session could be opened
-        ctx.stats.db_errors += 1
+        ctx.stats.count_db_error(exc)
         log_event(log, logging.ERROR, "query: no database session", error=exc.message)
         return ev.QueryResponse(encode_error(exc.errno or _CR_SERVER_GONE, exc.message), error=True)
     if isinstance(result, QueryError):

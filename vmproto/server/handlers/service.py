@@ -70,7 +70,7 @@ async def handle_service(ctx: ServerContext, io: MachineStream, rsa_key: object,
     await io.send(ev.ServiceAccepted(service_parameters(ctx, machine) if creds.auto_parameters else None))
     entry = ServiceEntry(key=key, sensor_id=creds.sensor_id, sensor_string=creds.sensor_string, ip=io.peer[0],
                          port=io.peer[1], aes_ckey=creds.aes_ckey, aes_ivec=creds.aes_ivec, push=io.push,
-                         remote_chart_server=creds.remote_chart_server)
+                         remote_chart_server=creds.remote_chart_server, sensor_version=creds.sensor_version)
     replaced = ctx.registry.register(entry)
     if replaced is not None:
         replaced.push(Replaced())
@@ -81,7 +81,7 @@ async def handle_service(ctx: ServerContext, io: MachineStream, rsa_key: object,
     try:
         if "load_pcap_user_id" not in creds.sensor_string:
             await _upsert_sensor(ctx, creds.sensor_id, io.peer[0])
-        outcome = await _data_phase(io)
+        outcome = await _data_phase(io, entry)
     except RemoteProtocolError as exc:
         outcome = f"DISCONNECT ({exc.reason})"
     except PeerGone:
@@ -93,7 +93,7 @@ async def handle_service(ctx: ServerContext, io: MachineStream, rsa_key: object,
                   key=key, peer=peer, detail=outcome, seconds=round(time.time() - entry.connected_at, 1))
 
 
-async def _data_phase(io: MachineStream) -> str:
+async def _data_phase(io: MachineStream, entry: ServiceEntry) -> str:
     # A task pushed while the machine waits for a pong (or a chart reply) waits until it is READY again: the
     # reference's service loop also sends tasks only between its pings (spec §7.5), and the machine refuses a
     # send in any other state.
@@ -106,6 +106,7 @@ async def _data_phase(io: MachineStream) -> str:
         if isinstance(item, ev.Task):
             pending.append(item)
         elif isinstance(item, ev.Pong):
+            entry.last_pong = time.time()
             continue
         elif isinstance(item, ev.Stop):
             return "STOPPED"
@@ -146,5 +147,5 @@ async def _upsert_sensor(ctx: ServerContext, sensor_id: int, ip: str) -> None:
         if scope.cancelled_caught:
             log_event(log, logging.WARNING, "sensors upsert timed out", sensor_id=sensor_id)
     except DatabaseError as exc:
-        ctx.stats.db_errors += 1
+        ctx.stats.count_db_error(exc)
         log_event(log, logging.ERROR, "sensors upsert failed", sensor_id=sensor_id, error=exc.message)

@@ -105,14 +105,14 @@ async def _apply(ctx: ServerContext, message: object, scope: int, deadline: floa
         try:
             result = await writer.submit(db_message)
         except ConnectionLostError as exc:
-            ctx.stats.db_errors += 1
+            ctx.stats.count_db_error(exc)
             log_event(log, logging.ERROR, "store message not applied", id_main=id_main, peer=peer,
                       reason=exc.message)
             return _queue_full(ctx)
         except DatabaseError as exc:
             # A permanent SQL error: resending cannot help, so the message is acknowledged and logged, as the
             # reference does (it acknowledges before executing).
-            ctx.stats.db_errors += 1
+            ctx.stats.count_db_error(exc)
             ctx.stats.store_failed += 1
             ctx.stats.store_acked += 1
             log_event(log, logging.ERROR, "store statement failed", id_main=id_main, peer=peer, errno=exc.errno,
