@@ -142,15 +142,12 @@ _QUERY_CLIENT = _HANDSHAKE_CLIENT + _request_reply("QueryRequest", ["QueryRespon
 ]
 _QUERY_SERVER = _handshake_server(_HANDSHAKE_CLIENT) + _mirror(_request_reply("QueryRequest", ["QueryResponse"])) + [
     (S.READY, "End", S.CLOSED, RECV),
-    (S.READY, "Rejected/noreply", S.READY, RECV),
 ]
 
 _STORE_HS = _swap_credentials(_HANDSHAKE_CLIENT, "Credentials", "StoreAccepted")
 _STORE_DATA = _request_reply("StoreQueries", ["StoreOK", "StoreError"]) + [(S.READY, "StoreCheck", S.REPLY, SEND)]
 _STORE_CLIENT = _STORE_HS + _STORE_DATA
-_STORE_SERVER = _handshake_server(_STORE_HS) + _mirror(_STORE_DATA) + [
-    (S.READY, "Rejected/noreply", S.READY, RECV),
-]
+_STORE_SERVER = _handshake_server(_STORE_HS) + _mirror(_STORE_DATA)
 
 _PB_HS = _swap_credentials(_HANDSHAKE_CLIENT, "PacketbufferCredentials", "HandshakeOK")
 _PB_DATA = [

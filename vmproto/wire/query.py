@@ -71,11 +71,6 @@ class QueryServer(HandshakeServer):
         csv = text.startswith(_CSV)
         return [ev.QueryRequest(text[len(_CSV):] if csv else text, csv, int(kind))]
 
-    def _input_name(self, event: ev.Event) -> str:
-        if isinstance(event, ev.Rejected):
-            return "Rejected/reply" if event.reply is not None else "Rejected/noreply"
-        return super()._input_name(event)
-
     def _encode_data(self, event: ev.Event) -> bytes:
         if isinstance(event, ev.QueryResponse):
             if event.error:

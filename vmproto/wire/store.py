@@ -127,11 +127,6 @@ class StoreServer(HandshakeServer):
         if sent > now and sent - now > CLIENT_TIME_LIMIT_S:
             raise RemoteProtocolError(CLIENT_TIME_TOO_GREAT, reply=CLIENT_TIME_TOO_GREAT_REPLY, reply_mode="aes")
 
-    def _input_name(self, event: ev.Event) -> str:
-        if isinstance(event, ev.Rejected):
-            return "Rejected/reply" if event.reply is not None else "Rejected/noreply"
-        return super()._input_name(event)
-
     def _encode_data(self, event: ev.Event) -> bytes:
         if isinstance(event, ev.StoreAccepted):
             if event.check_store and event.check_time:
