@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -184,6 +185,7 @@ def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setattr(kernel, "_module", None)
     monkeypatch.setattr(kernel, "_failure", None)
+    monkeypatch.delitem(sys.modules, _kernel_build.MODULE_NAME, raising=False)  # no installed/loaded build
     monkeypatch.setenv("VMPROTO_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(_kernel_build, "build", no_compiler)
     with caplog.at_level("WARNING", logger="vmproto.sensor.calls.kernel"):
@@ -195,3 +197,33 @@ def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert an.rtp_kernel == "python"
     records = [r for p in generate_call(CallSpec(seed=1)).packets for r in an.feed(p)] + an.finish()
     assert records[0].a is not None and records[0].a.received == 150
+
+
+def test_installed_kernel_from_other_sources_is_ignored(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A module built at install time is used only when its embedded digest matches the current source."""
+    from vmproto.sensor.calls import _kernel_build, kernel
+
+    real = kernel.load_kernel()
+    assert real.ffi.string(real.lib.vm_kernel_digest()).decode() == _kernel_build.source_digest()
+
+    class _Lib:
+        @staticmethod
+        def vm_kernel_digest() -> bytes:
+            return b"0123456789abcdef"
+
+    class _Ffi:
+        @staticmethod
+        def string(value: bytes) -> bytes:
+            return value
+
+    class _Stale:
+        ffi = _Ffi()
+        lib = _Lib()
+
+    real_import = kernel.importlib.import_module
+    monkeypatch.setattr(kernel.importlib, "import_module",
+                        lambda name: _Stale if name == _kernel_build.MODULE_NAME else real_import(name))
+    monkeypatch.setattr(kernel, "_module", None)
+    with caplog.at_level("WARNING", logger="vmproto.sensor.calls.kernel"):
+        assert kernel._installed_module() is None
+    assert "other sources" in caplog.text

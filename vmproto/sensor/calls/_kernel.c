@@ -1099,3 +1099,9 @@ double vm_stream_mos_avg(const vm_stream *s, int chan) { return s->mos[chan].ave
 void vm_stream_set_rtpmap(vm_stream *s, int pt, i64 codec) {
     if (96 <= pt && pt <= 127) s->rtpmap[pt - 96] = codec;
 }
+
+/* Which source this module was built from (set by the build; see _kernel_build.source_digest). */
+#ifndef VM_KERNEL_DIGEST
+#define VM_KERNEL_DIGEST "unknown"
+#endif
+const char *vm_kernel_digest(void) { return VM_KERNEL_DIGEST; }

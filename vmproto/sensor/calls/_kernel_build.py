@@ -1,8 +1,9 @@
 """cffi (API mode) definition of the RTP statistics kernel (`_kernel.c`).
 
-`build(tmpdir)` compiles the extension module `_vmproto_rtp_kernel` and returns the path of the shared object.
-`vmproto.sensor.calls.kernel` calls it on first import and caches the result; run this file directly
-(`python -m vmproto.sensor.calls._kernel_build`) to build into the current directory.
+`build(tmpdir)` compiles the extension module `vmproto.sensor.calls._rtp_kernel` and returns the path of the
+shared object. `vmproto.sensor.calls.kernel` calls it on first use and caches the result. For a build at
+install time, point setuptools at `ffibuilder` (`cffi_modules = ["vmproto/sensor/calls/_kernel_build.py:
+ffibuilder"]`); the installed module is used when its embedded digest matches this source.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-MODULE_NAME = "_vmproto_rtp_kernel"
+MODULE_NAME = "vmproto.sensor.calls._rtp_kernel"
 SOURCE = Path(__file__).with_name("_kernel.c")
 
 #: What Python sees of the kernel. Struct fields listed here are read after a stream ends; `...;` lets the C
@@ -41,6 +42,7 @@ int64_t vm_stream_loss(const vm_stream *s, int chan, int bucket);
 int64_t vm_stream_mos_min(const vm_stream *s, int chan);
 double vm_stream_mos_avg(const vm_stream *s, int chan);
 void vm_stream_set_rtpmap(vm_stream *s, int pt, int64_t codec);
+const char *vm_kernel_digest(void);
 """
 
 #: Floating point must follow Python's evaluation exactly: no fused multiply-add, no fast-math.
@@ -65,7 +67,8 @@ def ffibuilder():  # noqa: ANN201 - cffi.FFI, imported lazily so importing this 
 
     ffi = FFI()
     ffi.cdef(CDEF)
-    ffi.set_source(MODULE_NAME, SOURCE.read_text(), extra_compile_args=COMPILE_ARGS, libraries=["m"])
+    ffi.set_source(MODULE_NAME, SOURCE.read_text(), extra_compile_args=COMPILE_ARGS, libraries=["m"],
+                   define_macros=[("VM_KERNEL_DIGEST", f'"{source_digest()}"')])
     return ffi
 
 

@@ -58,6 +58,22 @@ def _import_from(path: Path) -> ModuleType:
     return module
 
 
+def _installed_module() -> ModuleType | None:
+    """The kernel built at install time (setuptools `cffi_modules`), when it was built from this source."""
+    try:
+        module = importlib.import_module(_kernel_build.MODULE_NAME)
+    except ImportError:
+        return None
+    try:
+        built_from = module.ffi.string(module.lib.vm_kernel_digest()).decode()
+    except (AttributeError, TypeError, UnicodeDecodeError):
+        built_from = "an unknown build"
+    if built_from != _kernel_build.source_digest():
+        log.warning("installed C RTP kernel was built from other sources (%s); ignoring it", built_from)
+        return None
+    return module
+
+
 def _build_into(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     log.warning("building the C RTP kernel into %s (first use; needs a C compiler)", target.parent)
@@ -81,11 +97,16 @@ def load_kernel() -> ModuleType:
             return _module
         if _failure is not None:
             raise KernelUnavailable(_failure)
+        installed = _installed_module()
+        if installed is not None:
+            _module = installed
+            return installed
         try:
             import sysconfig
 
             suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-            target = _cache_root() / _kernel_build.source_digest() / (_kernel_build.MODULE_NAME + suffix)
+            leaf = _kernel_build.MODULE_NAME.rsplit(".", 1)[-1]
+            target = _cache_root() / _kernel_build.source_digest() / (leaf + suffix)
             if not target.exists():
                 _build_into(target)
             _module = _import_from(target)
