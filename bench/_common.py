@@ -459,7 +459,7 @@ class BenchRun:
 
 
 def _fmt(value: float) -> str:
-    if value == int(value) and abs(value) >= 100:
+    if value == int(value):
         return f"{int(value):,}"
     if abs(value) >= 100:
         return f"{value:,.1f}"
