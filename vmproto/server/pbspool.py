@@ -20,7 +20,7 @@ from vmproto.logs import log_event
 from vmproto.sensor.capture.writer import PcapWriter
 from vmproto.wire.pbstore import Container
 
-__all__ = ["PacketSink", "PcapSpool", "SensorIdentity", "SpoolError"]
+__all__ = ["NullSink", "PacketSink", "PcapSpool", "SensorIdentity", "SpoolError"]
 
 log = logging.getLogger("vmproto.server.pbspool")
 
@@ -56,6 +56,25 @@ class PacketSink(Protocol):
     async def aclose(self) -> None:
         """Flush and release everything."""
         ...
+
+
+class NullSink:
+    """`PacketSink` that only counts what it is given (benchmarks of the channel without storage, tests)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.containers = 0
+
+    async def accept(self, sensor: SensorIdentity, container: Container) -> int:
+        count = len(container)
+        self.packets += count
+        self.bytes += container.header.size - count * container.header.header_size
+        self.containers += 1
+        return count
+
+    async def aclose(self) -> None:
+        return None
 
 
 class _File:
