@@ -5,11 +5,13 @@ would send on the store channel (`vmproto.sensor.cdr.sql.store_sql`), and runs t
 store execution (`vmproto.server.db.store`: procedure wrapping, one transaction per message, idempotence
 digest). The schema is created or upgraded at start by `vmproto.server.db.schema.ensure_schema`.
 
-CDRs that are ready together go as one message (up to `batch_size`, like the reference's SQL
-concatenation); if such a message fails, its CDRs are retried one by one so a single bad CDR cannot take
-the others with it. A CDR whose SQL the database still refuses is counted in `failed`, never retried
-forever. Note: because of the idempotence digest, replaying the same capture into the same database
-does not insert its CDRs twice (they are counted as `duplicates`).
+Each CDR is one message by default (`batch_size` 1): the idempotence digest covers a whole message, so only
+one CDR per message makes "already applied" a property of the CDR itself — replaying the same capture into
+the same database then never inserts a CDR twice (counted as `duplicates`), however the CDRs happened to be
+grouped. With `batch_size` > 1, CDRs ready together share a message (fewer transactions) and that guarantee
+holds only for identical groupings. A failed message's CDRs are retried one by one so a single bad CDR cannot
+take the others with it; a CDR whose SQL the database still refuses is counted in `failed`, never retried
+forever.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class ClassicCdrSink:
     """
 
     def __init__(self, params: ConnectParams, *, id_sensor: int | None = None, partitioned: bool = True,
-                 batch_size: int = 100, queue_size: int = 10_000, pool_size: int = 2) -> None:
+                 batch_size: int = 1, queue_size: int = 10_000, pool_size: int = 2) -> None:
         if batch_size < 1 or queue_size < 1:
             raise ValueError("batch_size and queue_size must be at least 1")
         self.params = params
