@@ -1,4 +1,5 @@
 """`python -m vmproto.sensor --config-file FILE [-r PCAP] [-v N] [--keylog FILE]`
+`python -m vmproto.sensor status -c FILE`: the state of a running sensor (through `prometheus_bind`).
 
 Exit status: 0 when everything was processed and stored; 1 when the run ended but something was not
 done (capture error, CDRs not committed, spool write errors; each is printed); 2 when the sensor could
@@ -57,7 +58,12 @@ def _startup_failures(exc: BaseException) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the sensor; return the exit status."""
+    """Run the sensor (or `status`: show a running sensor's state); return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # `python -m vmproto.sensor status`: view of a running sensor (vmproto/status.py)
+        from vmproto.status import main as status_main
+
+        return status_main("sensor", argv[1:])
     args = build_parser().parse_args(argv)
     logs.setup(args.verbosity)
     try:

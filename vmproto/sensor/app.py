@@ -28,6 +28,8 @@ import trio
 
 from vmproto.keylog import KeyLog
 from vmproto.logs import log_event
+from vmproto.metrics import MetricsStartError, SensorCollector, sensor_status, start_endpoint
+from vmproto.metrics.sensor import sensor_mode
 from vmproto.sensor.calls import AnalyzerConfig, CallAnalyzer
 from vmproto.sensor.capture import CaptureError, CaptureOptions
 from vmproto.sensor.capture.batch import PacketBatch
@@ -159,6 +161,8 @@ class SensorApp:
         self.manager_key = manager_key_from_config(cfg)
         self._db_manager_key: ManagerAesKey | None = None
         self.manager_addrs: list[tuple[str, int]] = []
+        self.live: LiveCapture | None = None  # the open live capture (kernel drop counters for metrics)
+        self.metrics_address: tuple[str, int] | None = None  # prometheus_bind, once bound
         self._capture_scope = trio.CancelScope()
         self._stay_scope: trio.CancelScope | None = None
         self._stop_signal = ""
@@ -191,7 +195,7 @@ class SensorApp:
         SensorSetupError when a service cannot start."""
         live: LiveCapture | None = None
         if self.replay is None and self.source is None:
-            live = self._open_live()
+            live = self.live = self._open_live()
         try:
             async with trio.open_nursery() as nursery:
                 opts = self.spool_options
@@ -205,6 +209,12 @@ class SensorApp:
                 for sink in self.sinks:
                     await nursery.start(sink.run)
                 await self._start_manager(nursery)
+                await self._start_metrics(nursery)
+                log_event(log, logging.INFO, "sensor started", mode=sensor_mode(self),
+                          capture=str(self.replay) if self.replay is not None else
+                          ",".join(self.cfg.get("interface", ()) or ("any",)),
+                          manager=",".join(f"{h}:{p}" for h, p in self.manager_addrs) or "off",
+                          metrics="{}:{}".format(*self.metrics_address) if self.metrics_address else "off")
                 nursery.start_soon(self._signals)
                 send, receive = trio.open_memory_channel[PacketBatch](8)
                 nursery.start_soon(self._capture, send, live)
@@ -260,6 +270,15 @@ class SensorApp:
                 if isinstance(sink, ClassicCdrSink):
                     self._db_manager_key = await load_manager_key(sink.pool)
         self.manager_addrs = await nursery.start(server.serve, str(self.cfg.get("managerip", "127.0.0.1")), port)
+
+    async def _start_metrics(self, nursery: trio.Nursery) -> None:
+        # issue 9: /metrics and /status (prometheus_bind, off by default)
+        collector = SensorCollector(self)
+        try:
+            self.metrics_address = await start_endpoint(nursery, self.cfg.get("prometheus_bind", ""), collector,
+                                                        lambda: sensor_status(self, collector.started_at))
+        except MetricsStartError as exc:
+            raise SensorSetupError(str(exc)) from None
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

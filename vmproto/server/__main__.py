@@ -1,4 +1,5 @@
 """`python -m vmproto.server --config-file FILE [-v N] [--keylog FILE]`: the central server.
+`python -m vmproto.server status -c FILE`: the state of a running central (through `prometheus_bind`).
 
 Exit codes: 0 after an orderly shutdown (SIGTERM / SIGINT), 1 when start-up fails (the reason is logged),
 2 for a bad command line or configuration.
@@ -69,6 +70,11 @@ async def _watch_signals(signals, server: Server, scope: trio.CancelScope) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["status"]:  # `python -m vmproto.server status`: view of a running central (vmproto/status.py)
+        from vmproto.status import main as status_main
+
+        return status_main("server", argv[1:])
     args = parse_args(argv)
     logs.setup(args.verbose)
     try:

@@ -31,6 +31,7 @@ import trio
 from vmproto.config import Config, ConfigError, option
 from vmproto.keylog import KeyLog
 from vmproto.logs import log_event
+from vmproto.metrics import MetricsStartError, ServerCollector, server_status, start_endpoint
 from vmproto.server.db.connection import Connection, ConnectParams, Pool, quote_identifier
 from vmproto.server.db.errors import ConnectionLostError, DatabaseError, PrivilegeError, SqlError
 from vmproto.server.db.schema import ensure_partitions, ensure_schema
@@ -72,6 +73,7 @@ class Server:
         self._shutdown = trio.Event()
         self.ctx: ServerContext | None = None
         self.addresses: list[tuple[str, int]] = []
+        self.metrics_address: tuple[str, int] | None = None  # prometheus_bind, once bound
         self.datadir = Path(str(cfg.get("datadir", "") or DEFAULT_DATADIR))
 
     def request_shutdown(self) -> None:
@@ -208,6 +210,11 @@ class Server:
                                 writers=writers, sink=sink, keylog=keylog, manager_key=self._manager_key(),
                                 db_ready=True)
             self.ctx = ctx
+            try:  # issue 9: /metrics and /status; up during the shutdown grace, stops with the infrastructure
+                self.metrics_address = await start_endpoint(infra, cfg.get("prometheus_bind", ""),
+                                                            ServerCollector(self), lambda: server_status(self))
+            except MetricsStartError as exc:
+                raise ServerStartError(str(exc)) from exc
             listener = Listener(str(cfg.get("server_bind", "") or ""), int(cfg.get("server_bind_port", 60024)),
                                 lambda stream, peer: handle_connection(ctx, stream, peer),
                                 max_per_address=int(cfg.get("server_max_connections_per_ip", 256)),
