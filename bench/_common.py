@@ -64,7 +64,7 @@ SCHEMA = "vmproto-bench/1"
 
 # Measuring time per limit: enough rounds for a stable figure in a full run, a glance in a quick one.
 FULL_BUDGET_S = 0.4
-QUICK_BUDGET_S = 0.05
+QUICK_BUDGET_S = 0.1
 
 
 class BenchError(Exception):
@@ -127,17 +127,23 @@ def sample_packet_area(size: int = 1 << 20, seed: int = 11) -> bytes:
     return bytes(out[:size])
 
 
-def _rate(fn: Callable[[], object], nbytes: int, budget: float) -> float:
-    """MB/s of `fn` processing `nbytes` per call, repeated for about `budget` seconds after one warm-up call."""
+def _rate(fn: Callable[[], object], nbytes: int, budget: float, rounds: int = 5) -> float:
+    """MB/s of `fn` processing `nbytes` per call: the best of `rounds` rounds sharing about `budget` seconds,
+    after one warm-up call. The best round, because a limit is what the machine can do; on a shared machine the
+    other rounds measure the neighbours too."""
     fn()
-    calls = 0
-    start = time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return nbytes * calls / elapsed / 1e6
+    best = 0.0
+    for _ in range(rounds):
+        calls = 0
+        start = time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= budget / rounds:
+                break
+        best = max(best, nbytes * calls / elapsed / 1e6)
+    return best
 
 
 # ------------------------------------------------------------------------------------------------- limits
@@ -218,18 +224,25 @@ def _tcp_limit(budget: float) -> Limit:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, sink, listeners)
             client = await trio.open_tcp_stream("127.0.0.1", port)
+            sent = 0
             async with client:
                 for _ in range(16):  # warm-up: socket buffers, the event loop's first wake-ups
                     await client.send_all(chunk)
-                await trio.sleep(0.01)
-                start_bytes, start = received, time.perf_counter()
-                while time.perf_counter() - start < budget:
-                    await client.send_all(chunk)
-                # Count what arrived, not what was queued in the kernel: close and wait for the receiver.
+                    sent += len(chunk)
+                for _ in range(5):  # best of 5 rounds, as for the other limits
+                    while received < sent:  # start each round with nothing in flight
+                        await trio.sleep(0)
+                    start_bytes, start = received, time.perf_counter()
+                    while time.perf_counter() - start < budget / 5:
+                        await client.send_all(chunk)
+                        sent += len(chunk)
+                    # Count what arrived, not what was queued in the kernel: wait until the receiver caught up.
+                    while received < sent:
+                        await trio.sleep(0)
+                    result.append((received - start_bytes) / (time.perf_counter() - start) / 1e6)
             await done.wait()
-            result.append((received - start_bytes) / (time.perf_counter() - start) / 1e6)
             nursery.cancel_scope.cancel()
-        return result[0]
+        return max(result)
 
     value = trio.run(main)
     return Limit("tcp_loopback_trio", value, "MB/s",

@@ -4,13 +4,15 @@
     .venv/bin/python bench/decode.py --quick      # 100,000 packets, plain/gre/vxlan
     .venv/bin/python bench/decode.py --repeat 7   # more runs: report the best and the median
     .venv/bin/python bench/decode.py --profile    # plus the top of a cProfile of the plain scenario
+    (common options: --json-only, --out PATH; results go to bench/results/<date>-decode.json)
 
 Captures are generated with vmproto.testing.pcapgen (RTP-heavy: 50 G.711 streams, one SIP INVITE per 1000
 packets) into a temporary directory. Read + decode runs through both decoder paths: "c" (the cffi kernel,
 with the reader handing out FrameList batches over its read chunks) and "python" (the pure-Python
 reference; the reader walks records in Python). Rates are packets per wall-clock second and per CPU second
 of this process (the second is steadier on a machine shared with other work). Readers compared for
-read-only: our reader, libpcap pcap_dispatch with a cffi callback, and a libpcap pcap_next_ex loop.
+read-only: our reader, libpcap pcap_dispatch with a cffi callback, and a libpcap pcap_next_ex loop; libpcap's
+dispatch rate is recorded as this machine's read limit and our readers as ratios to it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import BenchRun, bench_parser  # noqa: E402
 from vmproto.sensor.capture import CaptureFileReader, libpcap  # noqa: E402
 from vmproto.sensor.decode import Decoder  # noqa: E402
 from vmproto.testing import pcapgen as g  # noqa: E402
@@ -86,15 +89,22 @@ def bench_decode(path: Path, kernel: str) -> tuple[float, float, int, Decoder]:
     return frames / wall, frames / cpu, records, dec
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="100k packets, plain/gre/vxlan only")
+def main(argv: list[str] | None = None) -> int:
+    ap = bench_parser(__doc__)
     ap.add_argument("--packets", type=int, default=0, help="packets per scenario (overrides --quick)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per scenario and decoder path (default 3)")
     ap.add_argument("--kernel", choices=["c", "python", "both"], default="both", help="decoder path(s) to run")
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="only these scenarios")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of the plain run")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.packets < 0 or args.repeat < 1:
+        ap.error("--packets must be >= 0 and --repeat >= 1")
+    with BenchRun("decode", args) as run:
+        _measure(run, args)
+    return 0
+
+
+def _measure(run: BenchRun, args: argparse.Namespace) -> None:
     n = args.packets or (100_000 if args.quick else 1_000_000)
     scenarios = args.scenario or (["plain", "gre", "vxlan"] if args.quick else list(SCENARIOS))
     kernels = ["c", "python"] if args.kernel == "both" else [args.kernel]
@@ -103,8 +113,14 @@ def main() -> None:
             path = Path(tmp) / f"{name}.pcap"
             make_capture(path, n, SCENARIOS[name])
             if name == "plain" and not args.scenario:
-                for reader, rate in bench_read(path).items():
+                rates = bench_read(path)
+                for reader, rate in rates.items():
                     print(f"read only   {reader:24s} {rate:12,.0f} packets/s")
+                run.add_limit("libpcap_dispatch_read", rates["libpcap dispatch"], "packets/s",
+                              f"libpcap pcap_dispatch over the plain capture ({n:,} packets), cffi callback")
+                for reader in ("our reader, c walk", "our reader, python walk", "libpcap next_ex"):
+                    key = "read_" + reader.replace("our reader, ", "ours_").replace(" ", "_")
+                    run.figure(key, rates[reader], "packets/s", limit="libpcap_dispatch_read")
             for kernel in kernels:
                 walls, cpus = [], []
                 for _ in range(args.repeat):
@@ -116,6 +132,9 @@ def main() -> None:
                 print(f"read+decode {name:8s} {kernel:6s}  wall best {max(walls):11,.0f} median "
                       f"{statistics.median(walls):11,.0f}   cpu best {max(cpus):11,.0f} median "
                       f"{statistics.median(cpus):11,.0f} packets/s  ({args.repeat} runs)")
+                run.figure(f"decode_{name}_{kernel}_wall_best", max(walls), "packets/s")
+                run.figure(f"decode_{name}_{kernel}_cpu_median", statistics.median(cpus), "packets/s",
+                           note=f"{args.repeat} runs")
                 if args.profile and name == "plain":
                     os.environ["VMPROTO_DECODE_KERNEL"] = kernel
                     prof = cProfile.Profile()
@@ -128,4 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

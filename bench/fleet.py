@@ -388,6 +388,19 @@ class Central:
         except OSError:
             return ""
 
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_slice(self, start: int, end: int) -> str:
+        """The log bytes [start, end) as text."""
+        with contextlib.suppress(OSError), self.log_path.open("rb") as f:
+            f.seek(start)
+            return f.read(max(0, end - start)).decode(errors="replace")
+        return ""
+
     def tail(self, lines: int = 25) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 
@@ -499,24 +512,25 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
               flush=True)
         if connected == 0:
             raise BenchError(f"no sensor connected:\n{central.tail()}")
-        log_before = len(central.log())
+        log_before = central.log_size()
         w0 = time.monotonic() + 1.0
         w1 = w0 + seconds
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({"from": w0, "until": w1}) + "\n")
             proc.stdin.flush()
-        window_log = ""
+        log_end = log_before
         while time.monotonic() < w1 + 0.5:
             cs.sample()
             ds.sample()
             if time.monotonic() < w1 - 0.1:
                 # The log up to the window's end: the clients' own disconnects after it are no missed pongs.
-                window_log = central.log()[log_before:]
+                log_end = central.log_size()
             if central.proc.poll() is not None:
                 raise BenchError(f"the central exited during the window:\n{central.tail()}")
             time.sleep(0.5)
         results = [_read_json_line(p, 60 + 0.02 * sensors, "its result") for p in procs]
+        window_log = central.log_slice(log_before, log_end)
         for proc in procs:
             proc.wait(30)
         window = cs.between(w0, w1)

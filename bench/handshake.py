@@ -3,15 +3,16 @@ latency p50/p99, with and without the RSA key pool, and a reconnect storm of N s
 
     .venv/bin/python bench/handshake.py            # 200 store / 40 service handshakes, storm of 50 sensors
     .venv/bin/python bench/handshake.py --quick    # 40 / 8, storm of 10
+    .venv/bin/python bench/handshake.py --storm 500  # the issue's reconnect storm (sizes: --store/--service/--storm)
 
 Client and server run in one process (one Trio loop) against a private MariaDB in a temporary directory, on
 loopback; RSA key generation runs in worker threads. "no pool" generates a key per connection as the reference
-does; "pool" measures a warm pool (each key still used once).
+does; "pool" measures a warm pool (each key still used once). RSA key generation per second on one thread is
+measured in the same run as the limit of the no-pool case; results go to bench/results/<date>-handshake.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -22,12 +23,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import BenchRun, bench_parser  # noqa: E402
 from tests.server.client import WireClient, credentials, handshake, service_credentials  # noqa: E402
 from tests.server.conftest import server_config  # noqa: E402
 from vmproto.server.app import Server  # noqa: E402
 from vmproto.server.pbspool import PcapSpool  # noqa: E402
 from vmproto.testing.mariadb import MariaDBConfig, MariaDBServer  # noqa: E402
 from vmproto.wire import events as ev  # noqa: E402
+from vmproto.wire.crypto import generate_rsa_key  # noqa: E402
 from vmproto.wire.service import ServiceClient  # noqa: E402
 from vmproto.wire.store import StoreClient  # noqa: E402
 
@@ -98,24 +101,55 @@ async def run_case(params, pool_size: int, n_store: int, n_service: int, n_storm
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+def rsa_keygen_rate(bits: int, samples: int) -> float:
+    """Keys per second of one thread generating `bits`-bit RSA keys (mean over `samples` keys)."""
+    start = time.perf_counter()
+    for _ in range(samples):
+        generate_rsa_key(bits)
+    return samples / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--store", type=int, default=0, help="sequential store handshakes (default 200, quick 40)")
+    parser.add_argument("--service", type=int, default=0, help="sequential service handshakes (default 40, quick 8)")
+    parser.add_argument("--storm", type=int, default=0, help="sensors in the reconnect storm (default 50, quick 10)")
+    args = parser.parse_args(argv)
+    if min(args.store, args.service, args.storm) < 0:
+        parser.error("sizes must be positive")
     n_store, n_service, n_storm = (40, 8, 10) if args.quick else (200, 40, 50)
-    with tempfile.TemporaryDirectory(prefix="vmpbench") as tmp:
-        with MariaDBServer(MariaDBConfig(Path(tmp) / "db")) as db:
-            for pool_size, label in ((0, "no pool (key per connection)"), (8, "warm key pool")):
-                result = trio.run(run_case, db.params, pool_size, n_store, n_service, n_storm, Path(tmp))
-                print(f"== {label}")
-                for kind in ("store", "service"):
-                    r = result[kind]
-                    print(f"  {kind:8s} {r['n']:4d} handshakes: {r['per_s']:8.1f}/s  p50 {r['p50_ms']:8.1f} ms  "
-                          f"p99 {r['p99_ms']:8.1f} ms")
-                s = result["storm"]
-                print(f"  storm    {s['sensors']:4d} sensors (service+store): all up in {s['all_connected_s']:.2f} s  "
-                      f"p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
+    n_store, n_service, n_storm = args.store or n_store, args.service or n_service, args.storm or n_storm
+    with BenchRun("handshake", args) as run:
+        # The limit of a handshake without the pool is RSA key generation; measured on one thread here (the
+        # central generates in two).
+        samples = 2 if args.quick else 6
+        run.add_limit("rsa2048_keygen", rsa_keygen_rate(2048, 3 * samples), "per s",
+                      "2048-bit RSA keys generated per second, one thread (the store handshake's key)")
+        run.add_limit("rsa4096_keygen", rsa_keygen_rate(4096, samples), "per s",
+                      "4096-bit RSA keys generated per second, one thread (the service handshake's key)")
+        with tempfile.TemporaryDirectory(prefix="vmpbench") as tmp:
+            with MariaDBServer(MariaDBConfig(Path(tmp) / "db")) as db:
+                for pool_size, label, tag in ((0, "no pool (key per connection)", "no_pool"),
+                                              (8, "warm key pool", "pool")):
+                    result = trio.run(run_case, db.params, pool_size, n_store, n_service, n_storm, Path(tmp))
+                    print(f"== {label}")
+                    for kind, bits in (("store", 2048), ("service", 4096)):
+                        r = result[kind]
+                        print(f"  {kind:8s} {r['n']:4d} handshakes: {r['per_s']:8.1f}/s  p50 {r['p50_ms']:8.1f} ms  "
+                              f"p99 {r['p99_ms']:8.1f} ms")
+                        run.figure(f"{kind}_{tag}_per_s", r["per_s"], "per s", limit=f"rsa{bits}_keygen",
+                                   note=f"{r['n']} sequential handshakes")
+                        run.figure(f"{kind}_{tag}_p50_ms", r["p50_ms"], "ms")
+                        run.figure(f"{kind}_{tag}_p99_ms", r["p99_ms"], "ms")
+                    s = result["storm"]
+                    print(f"  storm    {s['sensors']:4d} sensors (service+store): all up in "
+                          f"{s['all_connected_s']:.2f} s  p50 {s['p50_ms']:.1f} ms  p99 {s['p99_ms']:.1f} ms")
+                    run.figure(f"storm_{tag}_all_up_s", s["all_connected_s"], "s",
+                               note=f"{s['sensors']} sensors, service + store each")
+                    run.figure(f"storm_{tag}_p50_ms", s["p50_ms"], "ms")
+                    run.figure(f"storm_{tag}_p99_ms", s["p99_ms"], "ms")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
