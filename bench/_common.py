@@ -337,6 +337,7 @@ class BenchRun:
         self.figures: dict[str, Figure] = {}
         self.extra: dict[str, Any] = {}
         self.path: Path | None = None
+        self.document: dict[str, Any] | None = None  # the result as written, set by finish()
         self._measure_limits = limits
         self._limit_data = limit_data
         self._started = _dt.datetime.now().astimezone()
@@ -366,7 +367,7 @@ class BenchRun:
                 self._redirect.__exit__(None, None, None)
                 self._redirect = None
         if exc_type is None and self.json_only and self._stdout is not None:
-            json.dump(self.result(), self._stdout, indent=1)
+            json.dump(self.document, self._stdout, indent=1)
             self._stdout.write("\n")
 
     # -- collecting
@@ -451,6 +452,7 @@ class BenchRun:
 
     def finish(self) -> Path | None:
         """Print the table and write the result file unless --out is '-'. Returns the path written."""
+        self.document = doc = validate_result(self.result())
         print(self.table(), end="")
         if self.out == "-":
             return None
@@ -461,8 +463,6 @@ class BenchRun:
             stamp = self._started.strftime("%Y-%m-%d-%H%M%S")
             path = out / f"{stamp}-{self.name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        doc = self.result()
-        validate_result(doc)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(path)

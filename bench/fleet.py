@@ -638,8 +638,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in (("--sensors", sensors), ("--clients", clients), ("--ramp-parallel", args.ramp_parallel)):
         if value < 1:
             parser.error(f"{name} must be at least 1")
-    if seconds < 2 * PING_INTERVAL_S:
-        parser.error(f"--seconds must be at least {2 * PING_INTERVAL_S:.0f} (two ping intervals)")
+    if seconds < PING_INTERVAL_S + 1:
+        parser.error(f"--seconds must be at least {PING_INTERVAL_S + 1:.0f} (a ping interval)")
     if args.cdr_interval <= 0:
         parser.error("--cdr-interval must be positive")
     clients = min(clients, sensors)

@@ -1,0 +1,73 @@
+"""Every bench script runs in its quick mode with tiny sizes and writes a well-formed result (issue 8: the scripts
+must not rot). No thresholds: the figures of a CI machine mean nothing. The scripts start at once and run side by
+side (most of their time is waiting on MariaDB start-up and RSA key generation), each test then waits for its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench._common import validate_result
+from bench.run_all import SCRIPTS, on_common_harness
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+# Tiny sizes on top of --quick: enough to run every code path once.
+TINY: dict[str, list[str]] = {
+    "limits": [],
+    "codecs": [],
+    "decode": ["--packets", "5000", "--repeat", "1"],
+    "analysis": [],
+    "store": [],
+    "handshake": ["--store", "3", "--service", "1", "--storm", "2"],
+    "mirror": [],
+    "fleet": ["--sensors", "3", "--seconds", "7"],
+}
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.Popen[str], Path]]:
+    out = tmp_path_factory.mktemp("bench-results")
+    procs = {}
+    for name in SCRIPTS:
+        script = BENCH / f"{name}.py"
+        cmd = [sys.executable, str(script), "--quick", *TINY[name]]
+        if on_common_harness(script):
+            cmd += ["--json-only", "--out", str(out / name)]
+        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+                       out / name)
+    yield procs
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_every_script_has_tiny_sizes():
+    assert sorted(TINY) == sorted(SCRIPTS)
+    assert sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_")
+                  and p.stem not in ("compare", "run_all")) == sorted(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_runs_and_writes_a_result(name, launched):
+    proc, out = launched[name]
+    stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{stderr[-3000:]}"
+    if not on_common_harness(BENCH / f"{name}.py"):
+        # It ran; the result-file part waits for the script's move onto the harness (its owner is rewriting it).
+        # The check is made at run time, so the test turns into the full one as soon as the script moves.
+        pytest.xfail(f"bench/{name}.py does not use bench/_common.py yet: no limits, no result file")
+    doc = validate_result(json.loads(stdout))
+    assert doc["name"] == name and doc["mode"] == "quick"
+    files = list(out.glob(f"*-{name}.json"))
+    assert len(files) == 1 and validate_result(json.loads(files[0].read_text())) == doc
+    assert doc["limits"], "the physical limits were not measured in the run"
+    if name != "limits":
+        assert doc["figures"], "no figure recorded"
