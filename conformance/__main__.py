@@ -1,4 +1,4 @@
-"""Command line: `python -m conformance server ...` (see conformance/README.md)."""
+"""Command line: `python -m conformance server ...` and `python -m conformance sensor ...` (see conformance/README.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--manager-key", type=_b64, help="the central's manager AES key (base64), enables AES GUI cases")
     s.add_argument("--manager-iv", type=_b64, help="the central's manager AES IV (base64)")
     _common(s)
+    n = sub.add_parser("sensor", help="play the central against a sensor started from a command template")
+    n.add_argument("--command", required=True, metavar="CMD",
+                   help="command starting the sensor; placeholders {host} {port} {password} {id_sensor} {workdir} "
+                        "{pcap} (the suite writes {workdir}/sensor.conf)")
+    n.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT",
+                   help="address of the suite's central (default 127.0.0.1:0 = a free port per case; a fixed port "
+                        "makes the cases run one at a time)")
+    n.add_argument("--password", default="conformance-secret", help="server_password given to the sensor")
+    n.add_argument("--id-sensor", type=int, default=7, help="id_sensor given to the sensor (default 7)")
+    n.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra option for the generated sensor.conf (repeatable), e.g. --set interface=eth0")
+    n.add_argument("--startup", type=float, default=20.0,
+                   help="seconds a sensor may take to open its first connection (default 20)")
+    n.add_argument("--workdir", help="where case directories are made (default: a temporary directory)")
+    n.add_argument("--keep-workdirs", action="store_true", help="keep configs, spools and sensor logs")
+    _common(n)
     return parser
+
+
+def _sensor_context(args: argparse.Namespace, spec):  # noqa: ANN001, ANN202
+    from pathlib import Path
+
+    from .sensorctx import SensorContext, SensorOptions
+    from .sensorproc import TemplateError, expand_command
+
+    extra: dict[str, str] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"conformance: --set wants NAME=VALUE, got {item!r}")
+        extra[name.strip()] = value.strip()
+    try:
+        expand_command(args.command, {})
+    except TemplateError as exc:
+        raise SystemExit(f"conformance: --command: {exc}") from None
+    host, port = args.listen
+    opts = SensorOptions(args.command, host, port, args.time_scale, args.max_wait, args.password, args.id_sensor,
+                         args.startup, Path(args.workdir) if args.workdir else None, args.keep_workdirs, extra)
+    if port:
+        args.parallel = 1  # one listening port: one case at a time
+    return SensorContext(opts, spec), f"sensor `{args.command}`"
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -78,13 +118,19 @@ async def _main(args: argparse.Namespace) -> int:
                              args.manager_key, args.manager_iv, args.max_wait)
         ctx = ServerContext(opts, spec)
         target = f"central {host}:{port}"
+    else:
+        ctx, target = _sensor_context(args, spec)
 
     def progress(r) -> None:  # noqa: ANN001
         if not args.quiet:
             print(format_result(r), flush=True)
 
-    results = await run_cases(cases, ctx, parallel=args.parallel,
-                              case_timeout=args.case_timeout, progress=progress)
+    try:
+        results = await run_cases(cases, ctx, parallel=args.parallel,
+                                  case_timeout=args.case_timeout, progress=progress)
+    finally:
+        if hasattr(ctx, "cleanup"):
+            ctx.cleanup()
     text = summary(results, target)
     if getattr(ctx, "notes", None):
         text += "notes:\n" + "".join(f"  {n}\n" for n in ctx.notes)
