@@ -63,7 +63,6 @@ class MetricsEndpoint:
         self._status = status
         self.http = HttpEndpoint(host, port, {"/metrics": self._metrics, "/status": self._status_json,
                                               "/": self._index})
-        self.address: tuple[str, int] | None = None
 
     @classmethod
     def from_bind(cls, bind: str, collector: Any, status: Callable[[], dict[str, Any]]) -> MetricsEndpoint:
@@ -89,9 +88,12 @@ class MetricsEndpoint:
     async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind and serve until cancelled; `task_status.started` gets the bound (host, port). Raises OSError
         when the address cannot be bound."""
-        async with trio.open_nursery() as nursery:
-            self.address = await nursery.start(self.http.serve)
-            task_status.started(self.address)
+        await self.http.serve(task_status=task_status)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port) once serving, else None."""
+        return self.http.address
 
 
 class MetricsStartError(Exception):

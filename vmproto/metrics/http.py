@@ -76,13 +76,14 @@ class HttpEndpoint:
         self.port = port
         self.routes = dict(routes)
         self.requests: dict[int, int] = {}
+        self.address: tuple[str, int] | None = None
         self._limit = trio.CapacityLimiter(MAX_CONCURRENT)
 
     async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host=self.host or None)
         try:
             bound = listeners[0].socket.getsockname()
-            address = (str(bound[0]), int(bound[1]))
+            address = self.address = (str(bound[0]), int(bound[1]))
             log_event(log, logging.INFO, "metrics endpoint listening",
                       address=",".join(f"{ls.socket.getsockname()[0]}:{ls.socket.getsockname()[1]}"
                                        for ls in listeners),
