@@ -173,6 +173,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("server_shutdown_grace_s", 10, parse_int),
     _opt("server_db_pool_size", 16, parse_int),
     _opt("server_pb_spool", ""),
+    _opt("server_pb_analysis", True, parse_yesno),
     _opt("store_ack_deadline", 120, parse_int),
     _opt("store_dedup_scope", "address"),
     _opt("prometheus_bind", ""),

@@ -22,4 +22,8 @@ def test_demo_runs_the_whole_product(tmp_path):
     rows = [r for r in (line.split() for line in text.splitlines()) if len(r) >= 8 and r[0] == "2"
             and r[1].count("-") == 2]
     assert sorted(r[5] for r in rows) == ["200", "486"], text
+    # Sensor 3 only mirrored packets: its CDR was built by the central, tagged with its id.
+    mirrored = [r for r in (line.split() for line in text.splitlines()) if len(r) >= 8 and r[0] == "3"
+                and r[1].count("-") == 2]
+    assert [r[5] for r in mirrored] == ["200"], text
     assert (out / "channel.pcap").stat().st_size > 0

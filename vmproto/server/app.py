@@ -21,6 +21,7 @@ key pool, database pool and the embedded MariaDB stop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from vmproto.config import Config, ConfigError, option
 from vmproto.keylog import KeyLog
 from vmproto.logs import log_event
 from vmproto.metrics import MetricsStartError, ServerCollector, server_status, start_endpoint
+from vmproto.sensor.app import analyzer_config, decode_options
 from vmproto.server.db.connection import Connection, ConnectParams, Pool, quote_identifier
 from vmproto.server.db.errors import ConnectionLostError, DatabaseError, PrivilegeError, SqlError
 from vmproto.server.db.schema import ensure_partitions, ensure_schema
@@ -42,6 +44,7 @@ from vmproto.server.handlers.dispatch import handle_connection
 from vmproto.server.handlers.io import SHUTDOWN
 from vmproto.server.keypool import KeyFactory, RsaKeyPool
 from vmproto.server.listener import Listener
+from vmproto.server.pbanalysis import CentralAnalysis, FanOut
 from vmproto.server.pbspool import PacketSink, PcapSpool
 from vmproto.server.registry import Registry
 from vmproto.wire.crypto import ManagerAesKey
@@ -203,9 +206,9 @@ class Server:
         await infra.start(keypool.run)
         if cfg.get("cdr_partition", True):
             infra.start_soon(self._partition_maintenance, pool)
-        sink = self._sink or PcapSpool(Path(str(cfg.get("server_pb_spool", "") or self.datadir / "pbspool")))
         async with trio.open_nursery() as writer_nursery:
             writers = StoreWriters(pool, writer_nursery, queue_limit=int(cfg.get("server_sql_queue_limit", 1_000_000)))
+            sink = self._sink or await self._packet_sink(writers, writer_nursery)
             ctx = ServerContext(cfg=cfg, stats=self.stats, registry=self.registry, keypool=keypool, pool=pool,
                                 writers=writers, sink=sink, keylog=keylog, manager_key=self._manager_key(),
                                 db_ready=True)
@@ -237,9 +240,29 @@ class Server:
                 task_status.started(self.addresses)
                 await self._shutdown.wait()
                 await self._begin_shutdown(ctx, listen_scope, connections)
+            # Before the writers stop: the central analysis commits the CDRs of calls still open (spec §9).
+            with trio.CancelScope(shield=True):
+                await sink.aclose()
             writer_nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True):
-            await sink.aclose()
+
+    async def _packet_sink(self, writers: StoreWriters, nursery: trio.Nursery) -> PacketSink:
+        """Where accepted packetbuffer packets go: the central call analysis (`server_pb_analysis`, default yes —
+        mirrored packets become CDRs as if sniffed here) and/or a raw pcap spool (`server_pb_spool` directory)."""
+        cfg = self.cfg
+        sinks: list[PacketSink] = []
+        if cfg.get("server_pb_analysis", True):
+            base = analyzer_config(cfg)
+            analysis = CentralAnalysis(
+                lambda message: writers.get(message.id_main).submit(message),
+                decode_options=decode_options(cfg),
+                analyzer_config=lambda id_sensor: dataclasses.replace(
+                    base, id_sensor=id_sensor if id_sensor >= 0 else None),
+            )
+            await nursery.start(analysis.run_sweeper)
+            sinks.append(analysis)
+        if cfg.get("server_pb_spool", ""):
+            sinks.append(PcapSpool(Path(str(cfg.get("server_pb_spool")))))
+        return FanOut(sinks)
 
     async def _begin_shutdown(self, ctx: ServerContext, listen_scope: trio.CancelScope,
                               connections: trio.Nursery) -> None:

@@ -156,3 +156,22 @@ def test_bad_options_are_named(field: str, value: object) -> None:
 
     with pytest.raises(AnalyzerConfigError, match=field):
         replace(BASE, **{field: value})
+
+
+def test_advance_runs_the_timers_without_packets():
+    """A quiet source: after the call's BYE/200 no packet arrives. The call must still close once the clock moves
+    (the central advances it by wall-clock time for idle mirroring sensors)."""
+    from vmproto.sensor.calls import CallAnalyzer
+    from vmproto.testing.callgen import CallSpec, generate_call
+
+    call = generate_call(CallSpec(seed=5, call_id="advance-1@192.0.2.10"))
+    analyzer = CallAnalyzer()
+    closed = []
+    for pkt in call.packets:
+        closed += analyzer.feed(pkt)
+    assert closed == [] and analyzer.open_calls == 1
+    last = call.packets[-1].ts_ns
+    assert analyzer.advance(last - 1_000_000_000) == []  # going back in time changes nothing
+    assert analyzer.advance(last + 1_000_000_000) == []  # BYE confirmed: the call lingers a few seconds
+    cdrs = analyzer.advance(last + 30 * 1_000_000_000)
+    assert [c.fbasename for c in cdrs] == ["advance-1@192.0.2.10"] and analyzer.open_calls == 0

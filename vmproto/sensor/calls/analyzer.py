@@ -245,6 +245,20 @@ class CallAnalyzer:
             return []
         return self._sweep()
 
+    def advance(self, ts_ns: int) -> list[CdrRecord]:
+        """Move the analysis clock to `ts_ns` without a packet and run the call timers; return the CDRs they closed.
+
+        For a live source that goes quiet (a mirroring sensor that stops sending, an idle link): the timers run on
+        packet time, so without this the last calls would stay open until the next packet or a stop. A time
+        earlier than the newest packet changes nothing.
+        """
+        ts_us = ts_ns // 1000
+        if ts_us <= self._now_us:
+            return []
+        self._now_us = ts_us
+        self._last_sweep_us = min(self._last_sweep_us, ts_us - self._sweep_every_us)  # force this sweep
+        return self._sweep()
+
     def finish(self) -> list[CdrRecord]:
         """Close every open call (end of input) and return their CDRs in call-start order."""
         out = [self._close(cid, 0) for cid in list(self._order) if cid in self._calls]
