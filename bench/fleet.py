@@ -310,6 +310,16 @@ def client_process(spec_json: str) -> int:
 
 
 # ================================================================================================= the central
+def _die_with_parent() -> None:
+    """In a child between fork and exec: ask Linux for SIGTERM when the bench process dies, so that a killed
+    bench leaves no central (and, through the central's orderly stop, no MariaDB) behind."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _raise_nofile(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
@@ -367,7 +377,8 @@ class Central:
         for item in self.extra:
             cmd += ["--set", item]
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1],
+                                     preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -437,6 +448,36 @@ class Sampler:
                 "cpu_s": last.cpu_s - first.cpu_s}
 
 
+# ================================================================================================ the profile
+def find_py_spy() -> str | None:
+    """The py-spy executable beside this Python or on PATH (an optional tool: pip install py-spy)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def start_profile(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample `pid` for `seconds` with py-spy (collapsed stacks, GIL-holding and idle threads excluded)."""
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
+                             "--rate", "100", "--format", "raw", "--nonblocking", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+
+
+def profile_top(collapsed: str, n: int = 12) -> list[tuple[str, int, int]]:
+    """(function, self samples, inclusive samples) of the `n` functions with most self samples in py-spy's
+    collapsed output (`frame;frame;... count` per line). Returns [] for an empty profile."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # one entry per function, any line
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            incl[frame] += int(count)
+    return [(f, c, incl[f]) for f, c in own.most_common(n)]
+
+
 # ================================================================================================== the driver
 def _read_json_line(proc: subprocess.Popen[str], timeout: float, what: str) -> dict[str, Any]:
     assert proc.stdout is not None
@@ -455,7 +496,7 @@ def _read_json_line(proc: subprocess.Popen[str], timeout: float, what: str) -> d
 
 
 def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_interval: float,
-              ramp_parallel: int, central_set: list[str], keep: bool) -> None:
+              ramp_parallel: int, central_set: list[str], keep: bool, profile: bool = False) -> None:
     """Start the central, connect the fleet, measure the window, record figures on `run`."""
     _raise_nofile(2 * sensors + 256)  # inherited by the central: one socket per connection plus its own
     workdir = Path(tempfile.mkdtemp(prefix="vmpfleet"))
@@ -482,7 +523,8 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
             spec = {"port": central.port, "first": first, "count": n, "cdr_interval": cdr_interval,
                     "ramp_parallel": ramp_parallel}
             procs.append(subprocess.Popen([sys.executable, __file__, "--client", json.dumps(spec)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                          preexec_fn=_die_with_parent))
             first += n
         connected = failed = 0
         pending = list(procs)
@@ -519,6 +561,13 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({"from": w0, "until": w1}) + "\n")
             proc.stdin.flush()
+        spy = None
+        if profile:
+            py_spy = find_py_spy()
+            if py_spy is None:
+                print("--profile: py-spy not found (pip install py-spy); no profile", file=sys.stderr)
+            else:
+                spy = start_profile(py_spy, central.proc.pid, seconds, workdir / "central.profile")
         log_end = log_before
         while time.monotonic() < w1 + 0.5:
             cs.sample()
@@ -533,6 +582,8 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
         window_log = central.log_slice(log_before, log_end)
         for proc in procs:
             proc.wait(30)
+        if spy is not None:
+            _report_profile(run, spy, workdir / "central.profile", seconds)
         window = cs.between(w0, w1)
         db = ds.between(w0, w1)
         _figures(run, sensors, connected, failed, seconds, ramp_s, idle_rss, t_up - t_start, ramp_central, window,
@@ -549,6 +600,27 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
             print(f"work directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _report_profile(run: BenchRun, spy: subprocess.Popen[bytes], path: Path, seconds: float) -> None:
+    try:
+        _, err = spy.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        _, err = spy.communicate()
+    try:
+        collapsed = path.read_text()
+    except OSError:
+        print(f"--profile: py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+        return
+    top = profile_top(collapsed)
+    total = sum(int(line.rpartition(" ")[2]) for line in collapsed.splitlines() if line.rpartition(" ")[2].isdigit())
+    print(f"central profile, {total} samples at 100 Hz in {seconds:.0f} s (busy threads only), top by own time:")
+    for function, own, incl in top:
+        print(f"  {100 * own / max(1, total):5.1f}% own {100 * incl / max(1, total):5.1f}% incl  {function}")
+    run.extra["profile_samples"] = total
+    run.extra["profile_top"] = [{"function": f, "own_percent": round(100 * o / max(1, total), 1),
+                                 "incl_percent": round(100 * i / max(1, total), 1)} for f, o, i in top]
 
 
 def _figures(run: BenchRun, sensors: int, connected: int, failed: int, seconds: float, ramp_s: float,
@@ -631,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--central-set", action="append", default=[], metavar="NAME=VALUE",
                         help="extra option for the central (repeatable), e.g. server_rsa_key_pool=32")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (central log, database)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the central during the window (top 12)")
     args = parser.parse_args(argv)
     sensors = args.sensors or (50 if args.quick else 1000)
     seconds = args.seconds or (20.0 if args.quick else 180.0)
@@ -643,12 +716,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cdr_interval <= 0:
         parser.error("--cdr-interval must be positive")
     clients = min(clients, sensors)
+    # SIGTERM (a CI timeout, a test's teardown) unwinds like Ctrl-C, through the finally that stops the central.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     params = {"sensors": sensors, "seconds": seconds, "clients": clients, "cdr_interval": args.cdr_interval,
-              "ramp_parallel": args.ramp_parallel, "central_set": args.central_set}
+              "ramp_parallel": args.ramp_parallel, "central_set": args.central_set, "profile": args.profile}
     try:
         with BenchRun("fleet", args, params=params) as run:
             run_fleet(run, sensors, seconds, clients, args.cdr_interval, args.ramp_parallel, args.central_set,
-                      args.keep)
+                      args.keep, args.profile)
     except BenchError as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 1

@@ -45,8 +45,12 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subpro
     yield procs
     for proc, _ in procs.values():
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            proc.terminate()  # the fleet bench stops its central on SIGTERM; SIGKILL only if that hangs
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
 
 
 def test_every_script_has_tiny_sizes():
