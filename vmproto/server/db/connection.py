@@ -13,12 +13,19 @@ trio-mysql 1.0.3 under trio 0.35 works when used as follows (each point is a bug
 * Its internal close (also run when a read fails) calls `close()` on a trio.SocketStream, which has
   none; the error is swallowed and the socket leaks (ResourceWarning). Our subclass closes the stream's
   socket instead.
+* It has no call for COM_SET_OPTION, and its OK-packet reader rejects the EOF packet that command answers
+  with. `Connection.set_multi_statements` sends the command and reads the reply itself.
+
+Multi-statement mode (several `;`-separated statements in one COM_QUERY, one round trip) is off by default and
+switched on per session only by the store path (`Pool.connection(multi_statements=True)`), so SQL from other
+callers, e.g. the query channel, keeps single-statement semantics.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ import trio
 import trio_mysql
 import trio_mysql.cursors
 from trio_mysql import err as mysql_err
+from trio_mysql.constants import COMMAND
 
 from .errors import (
     ER_ACCESS_DENIED,
@@ -42,7 +50,7 @@ from .errors import (
     SqlError,
 )
 
-__all__ = ["ConnectParams", "Connection", "Pool", "ResultSet", "quote_identifier", "quote_literal"]
+__all__ = ["BatchResult", "ConnectParams", "Connection", "Pool", "ResultSet", "quote_identifier", "quote_literal"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,10 @@ PRIVILEGE_ERRORS = frozenset(
     {ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_TABLEACCESS_DENIED, ER_COLUMNACCESS_DENIED,
      ER_PROCACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED}
 )
+
+# COM_SET_OPTION arguments (MySQL client/server protocol).
+_MULTI_STATEMENTS_ON = 0
+_MULTI_STATEMENTS_OFF = 1
 
 # Session settings of the reference central (sql_db.cpp, SqlDb_mysql::connect): an empty sql_mode makes
 # the sensors' quoted numbers and over-long strings land the same way they do there.
@@ -78,6 +90,16 @@ class ResultSet:
     rows: list[tuple[bytes | None, ...]] = field(default_factory=list)
     affected_rows: int = 0
     insert_id: int = 0
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Outcome of a multi-statement batch: the result sets read in order and, when a statement failed, its
+    error (the server runs no statement after a failed one). One statement gives one result set, except a
+    compound statement or CALL, which also returns the result sets of the SELECTs it ran."""
+
+    results: list[ResultSet]
+    error: SqlError | PrivilegeError | None = None
 
 
 def quote_identifier(name: str) -> str:
@@ -141,7 +163,9 @@ class Connection:
     def __init__(self, params: ConnectParams) -> None:
         self.params = params
         self.broken = False
+        self.multi_statements = False
         self._conn: trio_mysql.connections.Connection | None = None
+        self._variables: dict[str, bytes | None] = {}
 
     @classmethod
     async def open(cls, params: ConnectParams) -> Connection:
@@ -208,6 +232,81 @@ class Connection:
     async def execute(self, sql: str | bytes, *, privilege: str | None = None) -> ResultSet:
         """Run one statement and return its (last) result set. Errors as for execute_all."""
         return (await self.execute_all(sql, privilege=privilege))[-1]
+
+    async def execute_batch(self, sql: bytes) -> BatchResult:
+        """Run `;`-separated statements in one round trip (the session must be in multi-statement mode).
+
+        Returns every result set read; a statement the server refused ends the batch and is returned as
+        `error` (SqlError or PrivilegeError) instead of raised, so the caller can tell from the number of
+        results which statement failed. Raises ConnectionLostError (the session is then broken) and
+        ValueError when multi-statement mode is off.
+        """
+        if not self.multi_statements:
+            raise ValueError("execute_batch needs multi-statement mode (set_multi_statements(True))")
+        if self._conn is None or self.broken:
+            raise ConnectionLostError("connection is closed")
+        cursor = self._conn.cursor()
+        results: list[ResultSet] = []
+        try:
+            await cursor.execute(sql)
+            while True:
+                results.append(await _result_of(cursor))
+                if not await cursor.nextset():
+                    break
+        except trio.Cancelled:
+            self._break()
+            raise
+        except (mysql_err.MySQLError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            error = translate_error(exc, user=self.params.user, database=self.params.database)
+            if isinstance(error, ConnectionLostError):
+                self._break()
+                raise error from exc
+            # The server stops at the failed statement, but the error packet may still say more results follow.
+            await self._drain(cursor)
+            if self.broken:
+                raise ConnectionLostError("session unusable after a failed batch", 2013) from exc
+            assert isinstance(error, SqlError | PrivilegeError)
+            return BatchResult(results, error)
+        return BatchResult(results)
+
+    async def set_multi_statements(self, on: bool) -> None:
+        """Switch multi-statement mode of this session (COM_SET_OPTION); no round trip when already so.
+
+        Raises ConnectionLostError (session broken) or SqlError when the server refuses.
+        """
+        if on == self.multi_statements:
+            return
+        if self._conn is None or self.broken:
+            raise ConnectionLostError("connection is closed")
+        conn = self._conn
+        option = _MULTI_STATEMENTS_ON if on else _MULTI_STATEMENTS_OFF
+        try:
+            await conn._execute_command(COMMAND.COM_SET_OPTION, struct.pack("<H", option))
+            # The server answers with an EOF packet (an error packet is raised by _read_packet).
+            packet = await conn._read_packet()
+            if not (packet.is_eof_packet() or packet.is_ok_packet()):
+                self._break()
+                raise ConnectionLostError("unexpected reply to COM_SET_OPTION", 2013)
+        except trio.Cancelled:
+            self._break()
+            raise
+        except (mysql_err.MySQLError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            error = translate_error(exc, user=self.params.user, database=self.params.database)
+            if isinstance(error, ConnectionLostError):
+                self._break()
+            raise error from exc
+        self.multi_statements = on
+
+    async def variable(self, name: str) -> bytes | None:
+        """The value of the server variable `@@name` as text bytes (None for NULL), read once per session.
+
+        Raises ValueError for a name that is not a plain identifier, errors as for execute.
+        """
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"bad server variable name {name!r}")
+        if name not in self._variables:
+            self._variables[name] = (await self.execute(f"SELECT @@{name}")).rows[0][0]
+        return self._variables[name]
 
     async def _drain(self, cursor: trio_mysql.cursors.Cursor) -> None:
         # After a server error in a multi-statement result the remaining sets must still be consumed.
@@ -286,14 +385,20 @@ class Pool:
         self._closed = False
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Lend one session. Raises ConnectionLostError / PrivilegeError when a new one cannot be opened."""
+    async def connection(self, *, multi_statements: bool = False) -> AsyncIterator[Connection]:
+        """Lend one session, in multi-statement mode or not as asked (an idle session already in that mode is
+        preferred; another one is switched). Raises ConnectionLostError / PrivilegeError when a new one cannot
+        be opened.
+        """
         if self._closed:
             raise ConnectionLostError("database pool is closed")
         async with self._limit:
-            conn = self._idle.pop() if self._idle else await Connection.open(self.params)
+            conn = self._take_idle(multi_statements)
+            if conn is None:
+                conn = await Connection.open(self.params)
             ok = False
             try:
+                await conn.set_multi_statements(multi_statements)
                 yield conn
                 ok = True
             finally:
@@ -304,6 +409,12 @@ class Pool:
                         await conn.aclose()
                 else:
                     self._idle.append(conn)
+
+    def _take_idle(self, multi_statements: bool) -> Connection | None:
+        for i in range(len(self._idle) - 1, -1, -1):
+            if self._idle[i].multi_statements == multi_statements:
+                return self._idle.pop(i)
+        return self._idle.pop() if self._idle else None
 
     async def run(self, sql: str | bytes, *, privilege: str | None = None, retries: int = 1) -> ResultSet:
         """Run one statement on a pooled session, retrying once on a lost connection (read-only or
