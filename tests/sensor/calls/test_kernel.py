@@ -180,15 +180,15 @@ def test_no_compiler_falls_back_to_python(monkeypatch: pytest.MonkeyPatch, tmp_p
     from vmproto.sensor.calls import _kernel_build, kernel
     from vmproto.sensor.calls.kernel import KernelUnavailable
 
-    def no_compiler(tmpdir: object) -> None:
+    def no_compiler(target: object) -> None:
         raise OSError("gcc: not found")
 
-    monkeypatch.setattr(kernel, "_module", None)
-    monkeypatch.setattr(kernel, "_failure", None)
+    monkeypatch.setattr(kernel.LOADER, "_module", None)
+    monkeypatch.setattr(kernel.LOADER, "_failure", None)
     monkeypatch.delitem(sys.modules, _kernel_build.MODULE_NAME, raising=False)  # no installed/loaded build
     monkeypatch.setenv("VMPROTO_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.setattr(_kernel_build, "build", no_compiler)
-    with caplog.at_level("WARNING", logger="vmproto.sensor.calls.kernel"):
+    monkeypatch.setattr(kernel.LOADER, "_build_into", no_compiler)
+    with caplog.at_level("WARNING", logger="vmproto._ckernel"):
         assert stream_class("auto") is RtpStream
     assert "unavailable" in caplog.text and "gcc: not found" in caplog.text
     with pytest.raises(KernelUnavailable, match="gcc: not found"):
@@ -220,10 +220,12 @@ def test_installed_kernel_from_other_sources_is_ignored(monkeypatch: pytest.Monk
         ffi = _Ffi()
         lib = _Lib()
 
-    real_import = kernel.importlib.import_module
-    monkeypatch.setattr(kernel.importlib, "import_module",
+    from vmproto import _ckernel
+
+    real_import = _ckernel.importlib.import_module
+    monkeypatch.setattr(_ckernel.importlib, "import_module",
                         lambda name: _Stale if name == _kernel_build.MODULE_NAME else real_import(name))
-    monkeypatch.setattr(kernel, "_module", None)
-    with caplog.at_level("WARNING", logger="vmproto.sensor.calls.kernel"):
-        assert kernel._installed_module() is None
+    monkeypatch.setattr(kernel.LOADER, "_module", None)
+    with caplog.at_level("WARNING", logger="vmproto._ckernel"):
+        assert kernel.LOADER.installed_module() is None
     assert "other sources" in caplog.text

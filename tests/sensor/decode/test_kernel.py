@@ -201,8 +201,8 @@ def test_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_a_compiler_the_decoder_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kmod, "_module", None)
-    monkeypatch.setattr(kmod, "_failure", "C packet decode kernel unavailable (no compiler); using pure Python")
+    monkeypatch.setattr(kmod.LOADER, "_module", None)
+    monkeypatch.setattr(kmod.LOADER, "_failure", "C packet decode kernel unavailable (no compiler); using pure Python")
     assert kmod.kernel_available() is False
     dec = Decoder()
     assert dec.uses_kernel is False

@@ -8,10 +8,9 @@ ffibuilder"]`); the installed module is used when its embedded digest matches th
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import sysconfig
 from pathlib import Path
+
+from vmproto._ckernel import KernelSpec
 
 MODULE_NAME = "vmproto.sensor.calls._rtp_kernel"
 SOURCE = Path(__file__).with_name("_kernel.c")
@@ -49,35 +48,12 @@ const char *vm_kernel_digest(void);
 COMPILE_ARGS = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-std=c99"]
 
 
-def source_digest() -> str:
-    """A key for the compiled artefact: kernel source, cdef, flags, interpreter ABI and platform."""
-    h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
-    h.update(CDEF.encode())
-    h.update(" ".join(COMPILE_ARGS).encode())
-    h.update(sys.implementation.cache_tag.encode())
-    h.update(str(sysconfig.get_config_var("EXT_SUFFIX")).encode())
-    h.update(sysconfig.get_platform().encode())
-    return h.hexdigest()[:16]
-
-
-def ffibuilder():  # noqa: ANN201 - cffi.FFI, imported lazily so importing this module costs nothing
-    """Return the configured cffi builder (what a setuptools `cffi_modules` entry would point at)."""
-    from cffi import FFI
-
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source(MODULE_NAME, SOURCE.read_text(), extra_compile_args=COMPILE_ARGS, libraries=["m"],
-                   define_macros=[("VM_KERNEL_DIGEST", f'"{source_digest()}"')])
-    return ffi
-
-
-def build(tmpdir: str | Path) -> Path:
-    """Compile the kernel in `tmpdir`; return the shared object's path. Raises whatever the compiler
-    toolchain raises (cffi.VerificationError, distutils/setuptools errors, OSError)."""
-    ffi = ffibuilder()
-    out = ffi.compile(tmpdir=str(tmpdir), verbose=False)
-    return Path(out)
+#: The kernel's build description, shared with the loader (vmproto._ckernel). The digest is compiled in, so an
+#: install-time build is used only when it matches this source.
+SPEC = KernelSpec(MODULE_NAME, SOURCE, CDEF, tuple(COMPILE_ARGS), libraries=("m",), embed_digest=True)
+source_digest = SPEC.digest
+ffibuilder = SPEC.ffibuilder  # setuptools: cffi_modules = ["vmproto/sensor/calls/_kernel_build.py:ffibuilder"]
+build = SPEC.build
 
 
 if __name__ == "__main__":

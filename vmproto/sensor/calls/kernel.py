@@ -1,27 +1,19 @@
 """The C twin of `RtpStream` (per-stream RTP statistics and the three MOS jitter-buffer simulations).
 
 The kernel (`_kernel.c`, cffi API mode) is compiled on first use into a cache directory and loaded from
-there afterwards; without a C compiler the analysis falls back to the pure-Python `RtpStream`, which stays
-the reference (tests/sensor/calls/test_kernel.py requires both to agree on random streams).
-
-Where the compiled module goes (first match): `$VMPROTO_KERNEL_CACHE`; `<venv>/var/cache/vmproto` when
-running in a writable virtualenv; `$XDG_CACHE_HOME/vmproto` or `~/.cache/vmproto`. `$VMPROTO_RTP_KERNEL`
+there afterwards (vmproto._ckernel); without a C compiler the analysis falls back to the pure-Python `RtpStream`,
+which stays the reference (tests/sensor/calls/test_kernel.py requires both to agree on random streams).
+`$VMPROTO_RTP_KERNEL`
 chooses the implementation: `auto` (default: C when it builds, else Python), `c` (C or an error), `python`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
-import tempfile
-import threading
-import warnings
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from vmproto._ckernel import KernelLoader
 from vmproto.sensor.calls import _kernel_build
 from vmproto.sensor.calls.errors import AnalyzerConfigError, CallAnalysisError
 from vmproto.sensor.calls.rtp import RtpStream
@@ -30,100 +22,15 @@ __all__ = ["KernelRtpStream", "KernelUnavailable", "load_kernel", "kernel_availa
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_module: ModuleType | None = None
-_failure: str | None = None
-
 
 class KernelUnavailable(CallAnalysisError):
     """The C kernel was required but could not be built or loaded (the message says why)."""
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("VMPROTO_KERNEL_CACHE")
-    if env:
-        return Path(env)
-    if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
-        return Path(sys.prefix) / "var" / "cache" / "vmproto"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "vmproto"
-
-
-def _import_from(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(_kernel_build.MODULE_NAME, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _installed_module() -> ModuleType | None:
-    """The kernel built at install time (setuptools `cffi_modules`), when it was built from this source."""
-    try:
-        module = importlib.import_module(_kernel_build.MODULE_NAME)
-    except ImportError:
-        return None
-    try:
-        built_from = module.ffi.string(module.lib.vm_kernel_digest()).decode()
-    except (AttributeError, TypeError, UnicodeDecodeError):
-        built_from = "an unknown build"
-    if built_from != _kernel_build.source_digest():
-        log.warning("installed C RTP kernel was built from other sources (%s); ignoring it", built_from)
-        return None
-    return module
-
-
-def _build_into(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.warning("building the C RTP kernel into %s (first use; needs a C compiler)", target.parent)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix="build-") as tmp, warnings.catch_warnings():
-        # setuptools/distutils emit deprecation warnings while compiling; they say nothing about the kernel.
-        warnings.simplefilter("ignore")
-        built = _kernel_build.build(tmp)
-        # Atomic publish: concurrent first imports may both build; either result is the same file.
-        os.replace(built, target)
-
-
-def load_kernel() -> ModuleType:
-    """Return the compiled kernel module (with `.ffi` and `.lib`), building it on first use.
-
-    Raises `KernelUnavailable` when it cannot be built or loaded (no compiler, unwritable cache ...); the
-    failure is remembered for the life of the process.
-    """
-    global _module, _failure
-    with _lock:
-        if _module is not None:
-            return _module
-        if _failure is not None:
-            raise KernelUnavailable(_failure)
-        installed = _installed_module()
-        if installed is not None:
-            _module = installed
-            return installed
-        try:
-            import sysconfig
-
-            suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-            leaf = _kernel_build.MODULE_NAME.rsplit(".", 1)[-1]
-            target = _cache_root() / _kernel_build.source_digest() / (leaf + suffix)
-            if not target.exists():
-                _build_into(target)
-            _module = _import_from(target)
-        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "no kernel", said once in the log
-            _failure = f"C RTP kernel unavailable ({type(exc).__name__}: {exc}); using the pure-Python model"
-            log.warning("%s", _failure)
-            raise KernelUnavailable(_failure) from exc
-        return _module
-
-
-def kernel_available() -> bool:
-    """Return True when the C kernel is (or can be) loaded."""
-    try:
-        load_kernel()
-    except KernelUnavailable:
-        return False
-    return True
+#: Builds (first use) or finds the install-time build of the kernel, once per process; see vmproto._ckernel.
+LOADER = KernelLoader(_kernel_build.SPEC, "C RTP kernel", KernelUnavailable, digest_symbol="vm_kernel_digest")
+load_kernel = LOADER.load
+kernel_available = LOADER.available
 
 
 def stream_class(choice: str | None = None) -> type[RtpStream] | type[KernelRtpStream]:

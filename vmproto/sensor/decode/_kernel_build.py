@@ -7,10 +7,9 @@ object. `vmproto.sensor.decode.kernel` calls it on first use and caches the resu
 
 from __future__ import annotations
 
-import hashlib
-import sys
-import sysconfig
 from pathlib import Path
+
+from vmproto._ckernel import KernelSpec
 
 MODULE_NAME = "_vmproto_decode_kernel"
 SOURCE = Path(__file__).with_name("_kernel.c")
@@ -48,33 +47,11 @@ int64_t vm_pcap_scan(const uint8_t *d, uint64_t n, uint64_t pos, int swap, int64
 COMPILE_ARGS = ["-O2", "-std=c99", "-Wall", "-Wno-unused-function"]
 
 
-def source_digest() -> str:
-    """A key for the compiled artefact: kernel source, cdef, flags, interpreter ABI and platform."""
-    h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
-    h.update(CDEF.encode())
-    h.update(" ".join(COMPILE_ARGS).encode())
-    h.update(sys.implementation.cache_tag.encode())
-    h.update(str(sysconfig.get_config_var("EXT_SUFFIX")).encode())
-    h.update(sysconfig.get_platform().encode())
-    return h.hexdigest()[:16]
-
-
-def ffibuilder():  # noqa: ANN201 - cffi.FFI, imported lazily so importing this module costs nothing
-    """Return the configured cffi builder (what a setuptools `cffi_modules` entry would point at)."""
-    from cffi import FFI
-
-    ffi = FFI()
-    ffi.cdef(CDEF)
-    ffi.set_source(MODULE_NAME, SOURCE.read_text(), extra_compile_args=COMPILE_ARGS)
-    return ffi
-
-
-def build(tmpdir: str | Path) -> Path:
-    """Compile the kernel in `tmpdir`; return the shared object's path. Raises whatever the compiler
-    toolchain raises (cffi.VerificationError, distutils/setuptools errors, OSError)."""
-    out = ffibuilder().compile(tmpdir=str(tmpdir), verbose=False)
-    return Path(out)
+#: The kernel's build description, shared with the loader (vmproto._ckernel).
+SPEC = KernelSpec(MODULE_NAME, SOURCE, CDEF, tuple(COMPILE_ARGS))
+source_digest = SPEC.digest
+ffibuilder = SPEC.ffibuilder  # what a setuptools `cffi_modules` entry would point at
+build = SPEC.build
 
 
 if __name__ == "__main__":

@@ -6,32 +6,22 @@ and IP packets straight from the buffer the frames live in. Frames the kernel do
 "one record, only tunnel counters") are marked for the pure-Python decoder, which stays the reference:
 tests/sensor/decode/test_kernel.py holds both to identical records and counters.
 
-The kernel is compiled on first use into a cache directory and loaded from there afterwards; without a C
-compiler everything falls back to the pure-Python path (one warning in the log).
-
-Where the compiled module goes (first match): `$VMPROTO_KERNEL_CACHE`; `<venv>/var/cache/vmproto` when
-running in a writable virtualenv; `$XDG_CACHE_HOME/vmproto` or `~/.cache/vmproto`. `$VMPROTO_DECODE_KERNEL`
+The kernel is compiled on first use into a cache directory and loaded from there afterwards (vmproto._ckernel);
+without a C compiler everything falls back to the pure-Python path (one warning in the log). `$VMPROTO_DECODE_KERNEL`
 chooses the implementation: `auto` (default: C when it builds, else Python), `c` (C or an error), `python`.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import os
-import sys
-import sysconfig
-import tempfile
-import threading
-import warnings
 from array import array
 from collections.abc import Callable, Sequence
 from itertools import compress, repeat
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from vmproto._ckernel import KernelLoader
 from vmproto.sensor.capture.frames import U32, FrameList
 
 from . import _kernel_build
@@ -43,10 +33,6 @@ from .stats import DecodeStats
 __all__ = ["BatchKernel", "KernelUnavailable", "kernel_available", "load_kernel", "pcap_scanner", "use_kernel"]
 
 log = logging.getLogger(__name__)
-
-_lock = threading.Lock()
-_module: ModuleType | None = None
-_failure: str | None = None
 
 #: Tunnel codes of the kernel (VM_T_* in _kernel.c) -> the name in records and in "tunnel.<name>".
 TUNNEL_NAMES = ("", "gre", "erspan1", "erspan2", "erspan3", "vxlan", "tzsp", "ipip")
@@ -63,68 +49,10 @@ class KernelUnavailable(DecodeError):
         super().__init__("kernel_unavailable", detail)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("VMPROTO_KERNEL_CACHE")
-    if env:
-        return Path(env)
-    if sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
-        return Path(sys.prefix) / "var" / "cache" / "vmproto"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "vmproto"
-
-
-def _import_from(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(_kernel_build.MODULE_NAME, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _build_into(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.warning("building the C packet decode kernel into %s (first use; needs a C compiler)", target.parent)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix="build-") as tmp, warnings.catch_warnings():
-        # setuptools/distutils emit deprecation warnings while compiling; they say nothing about the kernel.
-        warnings.simplefilter("ignore")
-        built = _kernel_build.build(tmp)
-        # Atomic publish: concurrent first uses may both build; either result is the same file.
-        os.replace(built, target)
-
-
-def load_kernel() -> ModuleType:
-    """Return the compiled kernel module (with `.ffi` and `.lib`), building it on first use.
-
-    Raises `KernelUnavailable` when it cannot be built or loaded (no compiler, unwritable cache ...); the
-    failure is remembered for the life of the process.
-    """
-    global _module, _failure
-    with _lock:
-        if _module is not None:
-            return _module
-        if _failure is not None:
-            raise KernelUnavailable(_failure)
-        try:
-            suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-            target = _cache_root() / _kernel_build.source_digest() / (_kernel_build.MODULE_NAME + suffix)
-            if not target.exists():
-                _build_into(target)
-            _module = _import_from(target)
-        except Exception as exc:  # noqa: BLE001 - any toolchain failure means "no kernel", said once in the log
-            _failure = f"C packet decode kernel unavailable ({type(exc).__name__}: {exc}); using pure Python"
-            log.warning("%s", _failure)
-            raise KernelUnavailable(_failure) from exc
-        return _module
-
-
-def kernel_available() -> bool:
-    """Return True when the C kernel is (or can be) loaded."""
-    try:
-        load_kernel()
-    except KernelUnavailable:
-        return False
-    return True
+#: Builds (first use) and loads the kernel once per process; see vmproto._ckernel.
+LOADER = KernelLoader(_kernel_build.SPEC, "C packet decode kernel", KernelUnavailable)
+load_kernel = LOADER.load
+kernel_available = LOADER.available
 
 
 def use_kernel(choice: str | None = None) -> bool:
