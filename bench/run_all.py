@@ -20,7 +20,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import BENCH_DIR, RESULTS_DIR, ROOT, BenchError, validate_result  # noqa: E402
+from bench._common import (  # noqa: E402
+    BENCH_DIR,
+    RESULTS_DIR,
+    ROOT,
+    BenchError,
+    load_result,
+    result_files,
+    validate_result,
+)
 
 SCRIPTS = ["limits", "codecs", "decode", "analysis", "store", "handshake", "mirror", "fleet"]
 
@@ -101,6 +109,26 @@ def summary(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_table(directory: Path, names: list[str]) -> str:
+    """A markdown table of the latest full result of each bench in `names` found in `directory` (every figure,
+    with its ratio), for bench/README.md. Benches without a full result are listed as such."""
+    lines = ["| bench | figure | value | ratio to limit | run |", "|---|---|---|---|---|"]
+    for name in names:
+        files = result_files(name, directory, mode="full")
+        if not files:
+            lines.append(f"| {name} | (no full result yet) | | | |")
+            continue
+        doc = load_result(files[-1])
+        run = f"{doc['started'][:16]} {(doc['git'].get('commit') or '?')[:8]}"
+        for key, f in doc["figures"].items():
+            ratio = f"{f['ratio']:.3f} x `{f['limit']}`" if f.get("ratio") is not None else ""
+            value = f"{f['value']:,.0f}" if abs(f["value"]) >= 100 else f"{f['value']:.3g}"
+            note = f" ({f['note']})" if f.get("note") else ""
+            lines.append(f"| {name} | `{key}`{note} | {value} {f['unit']} | {ratio} | {run} |")
+            run = ""
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every script in its quick mode")
@@ -108,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated scripts to leave out")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where results and logs go")
     parser.add_argument("--timeout", type=float, default=0, help="seconds per script (default 300 quick, 3600 full)")
+    parser.add_argument("--table", action="store_true",
+                        help="run nothing: print the markdown table of the latest full results in --out")
     args = parser.parse_args(argv)
     only = [s for s in args.only.split(",") if s]
     skip = {s for s in args.skip.split(",") if s}
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown script(s) {unknown}; known: {SCRIPTS}")
     names = [s for s in (only or SCRIPTS) if s not in skip]
+    if args.table:
+        print(markdown_table(args.out, names), end="")
+        return 0
     timeout = args.timeout or (300.0 if args.quick else 3600.0)
     runs = []
     for name in names:

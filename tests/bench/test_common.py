@@ -181,3 +181,12 @@ def test_sample_packet_area_is_deterministic_and_compressible():
     a = sample_packet_area(64 * 1024)
     assert a == sample_packet_area(64 * 1024) and len(a) == 64 * 1024
     assert 1.5 < len(a) / len(zlib.compress(a)) < 50  # neither noise nor zeros
+
+
+def test_run_all_markdown_table_uses_the_latest_full_result(tmp_path):
+    _run(tmp_path, value=50.0, quick=True)  # quick runs are not table material
+    assert "(no full result yet)" in run_all.markdown_table(tmp_path, ["demo"])
+    _run(tmp_path, value=80.0, quick=False)
+    table = run_all.markdown_table(tmp_path, ["demo", "absent"])
+    assert "| demo | `speed` | 80 MB/s | 0.400 x `wire` |" in table
+    assert "| absent | (no full result yet) |" in table
