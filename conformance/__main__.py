@@ -79,22 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    """A command-line value the parser cannot check by itself is wrong."""
+
+
+def _extra_options(items: list[str]) -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set wants NAME=VALUE, got {item!r}")
+        extra[name.strip()] = value.strip()
+    return extra
+
+
+def _check_sensor_args(args: argparse.Namespace) -> None:
+    """Raise UsageError for a bad --command template or --set item."""
+    from .sensorproc import TemplateError, expand_command
+
+    try:
+        expand_command(args.command, {})
+    except TemplateError as exc:
+        raise UsageError(f"--command: {exc}") from None
+    _extra_options(args.set)
+
+
 def _sensor_context(args: argparse.Namespace, spec):  # noqa: ANN001, ANN202
     from pathlib import Path
 
     from .sensorctx import SensorContext, SensorOptions
-    from .sensorproc import TemplateError, expand_command
 
-    extra: dict[str, str] = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"conformance: --set wants NAME=VALUE, got {item!r}")
-        extra[name.strip()] = value.strip()
-    try:
-        expand_command(args.command, {})
-    except TemplateError as exc:
-        raise SystemExit(f"conformance: --command: {exc}") from None
+    extra = _extra_options(args.set)
     host, port = args.listen
     opts = SensorOptions(args.command, host, port, args.time_scale, args.max_wait, args.password, args.id_sensor,
                          args.startup, Path(args.workdir) if args.workdir else None, args.keep_workdirs, extra)
@@ -138,8 +153,10 @@ async def _main(args: argparse.Namespace) -> int:
     if args.junit:
         write(args.junit, junit_xml(results, f"conformance.{args.mode}"))
     if args.matrix:
-        write(args.matrix, f"# Coverage matrix, {args.mode} mode ({target})\n\n"
-              + matrix_markdown(cases, results, spec.sections))
+        # Both modes in one table, so every spec section shows who covers it; only this run's cases have results.
+        other = "sensor" if args.mode == "server" else "server"
+        write(args.matrix, f"# Coverage matrix, both modes; results of the {args.mode} mode ({target})\n\n"
+              + matrix_markdown(cases + select_cases(other), results, spec.sections))
     if not any(r.outcome is not Outcome.SKIP for r in results) and results:
         print("every selected case was skipped", file=sys.stderr)
     return exit_code(results)
@@ -149,7 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 only when every MUST case passed; 2 for usage errors)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.mode == "sensor":
+            _check_sensor_args(args)
         return trio.run(_main, args)
+    except UsageError as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
+        return 2
     except SpecError as exc:
         print(f"conformance: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ __all__ = [
     "Result",
     "case",
     "check",
+    "check_bytes_eq",
     "check_eq",
     "fail",
     "skip",
@@ -164,3 +165,14 @@ def check_eq(got: object, expected: object, what: str) -> None:
     """Raise CaseFailed saying `what` was `got` instead of `expected` unless they are equal."""
     if got != expected:
         raise CaseFailed(f"{what}: expected {expected!r}, got {got!r}")
+
+
+def check_bytes_eq(got: bytes, expected: bytes, what: str) -> None:
+    """Raise CaseFailed unless two byte strings are equal; the message gives the lengths and the first
+    difference with a little context instead of both strings in full."""
+    if got == expected:
+        return
+    n = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected)))
+    lo = max(0, n - 16)
+    raise CaseFailed(f"{what}: {len(got)} bytes instead of {len(expected)}, first difference at byte {n}: "
+                     f"expected …{expected[lo:n + 24]!r}, got …{got[lo:n + 24]!r}")

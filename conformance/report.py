@@ -82,7 +82,8 @@ def _section_key(s: str) -> tuple[int, int, int]:
 
 def matrix_markdown(cases: list[Case], results: list[Result] | None, spec_sections: tuple[int, ...]) -> str:
     """Markdown coverage matrix: one row per spec section (every §N of the spec, plus the §N.M / Qn the cases
-    cite), the cases citing it with their outcome."""
+    cite), the cases citing it, the modes they belong to (server: the suite plays the sensor; sensor: it plays the
+    central), and the outcome of those that ran (`results`)."""
     outcome = {r.case.id: r for r in results or []}
     by_section: dict[str, list[Case]] = defaultdict(list)
     for c in cases:
@@ -93,7 +94,7 @@ def matrix_markdown(cases: list[Case], results: list[Result] | None, spec_sectio
                 by_section.setdefault(top, [])
     for n in spec_sections:
         by_section.setdefault(f"§{n}", [])
-    lines = ["| section | cases | MUST | SHOULD | quirk | results |", "|---|---|---|---|---|---|"]
+    lines = ["| section | cases | modes | MUST | SHOULD | quirk | results |", "|---|---|---|---|---|---|---|"]
     for s in sorted(by_section, key=_section_key):
         cs = by_section[s]
         top = s.split(".")[0].split(" ")[0]
@@ -111,8 +112,9 @@ def matrix_markdown(cases: list[Case], results: list[Result] | None, spec_sectio
                 if r is not None:
                     cell.append(f"{i}: {r.outcome.value}" + (f" ({r.variant})" if r.variant else ""))
             res = "<br>".join(cell)
+        modes = ", ".join(m for m in ("server", "sensor") if any(c.mode == m for c in covering))
         lines.append(f"| {s} | {', '.join(ids) if ids else ('(see subsections)' if covering else '**none**')} | "
-                     f"{levels[Level.MUST]} | {levels[Level.SHOULD]} | {levels[Level.QUIRK]} | {res} |")
+                     f"{modes} | {levels[Level.MUST]} | {levels[Level.SHOULD]} | {levels[Level.QUIRK]} | {res} |")
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,7 @@ class SensorContext:
                     "host": ",".join(hosts), "port": str(port), "password": opts.password,
                     "id_sensor": str(opts.id_sensor), "workdir": str(workdir), "pcap": str(capture)})
                 proc = SensorProcess(argv, workdir / "sensor.log")
-                await proc.start(cwd=workdir)
+                await proc.start()
                 session = SensorSession(self, central, proc, workdir, conf, port)
                 try:
                     yield session

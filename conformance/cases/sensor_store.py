@@ -10,7 +10,7 @@ import trio
 from vmproto.wire.compression import Compression
 
 from ..central import StoreMsg
-from ..model import case, check, check_eq, fail, skip
+from ..model import case, check, check_bytes_eq, check_eq, fail, skip
 from ..sensorctx import SensorContext, SensorSession
 
 QUEUE_FULL = b'{"error":"sql queue is full","next_attempt":1,"usleep":%d,"quietly":1,"keep_connect":1}'
@@ -70,7 +70,8 @@ async def queue_full_check(ctx: SensorContext) -> None:
               f"reply; usleep asked for {usleep / 1e6:.2f} s")
         resend = await s.wait_until(lambda: _after(s, nxt), ctx.wait(3), "the resend after `check` → OK")
         check(not resend.is_check, "a second `check` after OK")
-        check_eq(resend.message_key, first.message_key, "resent message (id_main, body after the time part)")
+        check_eq(resend.id_main, first.id_main, "id_main of the resent message")
+        check_bytes_eq(resend.body, first.body, "resent body (after the time part)")
         s.check_clean()
 
 
@@ -90,7 +91,8 @@ async def queue_full_reconnect(ctx: SensorContext) -> None:
         check(nxt.conn != first.conn, "the sensor stayed on the connection although keep_connect was absent")
         check(nxt.is_check, f"first block on the new connection is {nxt.payload[:40]!r}, not `check`")
         resend = await s.wait_until(lambda: _after(s, nxt), ctx.wait(3), "the resend after `check` → OK")
-        check_eq(resend.message_key, first.message_key, "resent message")
+        check_eq(resend.id_main, first.id_main, "id_main of the resent message")
+        check_bytes_eq(resend.body, first.body, "resent body (after the time part)")
         s.check_clean()
 
 
@@ -102,7 +104,8 @@ async def lost_ok(ctx: SensorContext) -> None:
         first = await first_msg(ctx, s)
         resend = await s.wait_until(lambda: _after(s, first), ctx.wait(3) + 2, "the resend after a lost OK")
         check(resend.conn != first.conn, "resend on the closed connection")
-        check_eq(resend.message_key, first.message_key, "resent message (id_main, body after the time part)")
+        check_eq(resend.id_main, first.id_main, "id_main of the resent message")
+        check_bytes_eq(resend.body, first.body, "resent body (after the time part)")
         gap = resend.at - first.at
         check(gap >= ctx.t(3) * 0.8, f"resent after {gap:.2f} s; spec §14.2 pauses min(1 + 2·1, 60) = 3 s")
         s.check_clean()
