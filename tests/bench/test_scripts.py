@@ -40,6 +40,8 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subpro
         cmd = [sys.executable, str(script), "--quick", *TINY[name]]
         if on_common_harness(script):
             cmd += ["--json-only", "--out", str(out / name)]
+        elif "--no-save" in script.read_text():
+            cmd.append("--no-save")  # a script with its own result writing must not write into the checkout
         procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                        out / name)
     yield procs
