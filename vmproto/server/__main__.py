@@ -69,6 +69,13 @@ async def _watch_signals(signals, server: Server, scope: trio.CancelScope) -> No
             scope.cancel()
 
 
+def _start_failure(exc: BaseException) -> ServerStartError | None:
+    """The ServerStartError `exc` is or (alone) contains; None when it holds anything else."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, ServerStartError) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["status"]:  # `python -m vmproto.server status`: view of a running central (vmproto/status.py)
@@ -87,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(cfg, keylog_path=args.keylog)
     try:
         trio.run(_run, server)
-    except ServerStartError as exc:
-        log_event(log, logging.ERROR, "server start failed", error=str(exc))
+    except (ServerStartError, BaseExceptionGroup) as exc:
+        # Start-up errors surface from inside the server's nurseries, possibly wrapped in exception groups.
+        failure = _start_failure(exc)
+        if failure is None:
+            raise
+        log_event(log, logging.ERROR, "server start failed", error=str(failure))
         return 1
     except KeyboardInterrupt:
         return 130
