@@ -179,3 +179,44 @@ async def test_bad_password_exact_reply(server, connect):
     reply = await handshake(client, credentials(password="wrong"))
     assert reply == ev.Refuse("bad password")
     assert await client.closed_by_peer()
+
+
+async def test_transient_failure_is_not_acknowledged(server, connect, mariadb):
+    """spec §8.9 step 5: a message rolled back by a deadlock gets the queue-full reply (the sensor resends it),
+    never `OK`; a permanent error in a unit drops that unit only and the message is acknowledged."""
+    client = await _store_client(connect, server)
+    deadlocked = StoreMessage(99, None, (b"INSERT INTO sensors (id_sensor, name) VALUES (601, 'lost?')",
+                                         b"SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'sim'"),
+                              batched=True)
+    await client.send(ev.StoreQueries(deadlocked))
+    reply = await client.next_event()
+    assert isinstance(reply, ev.StoreError) and reply.error == "sql queue is full" and reply.next_attempt
+    assert await _count(mariadb, server, "sensors WHERE id_sensor = 601") == 0
+    assert server.stats.store_committed == 0 and server.stats.store_acked == 0
+    partial = StoreMessage(99, None, (b"INSERT INTO sensors (id_sensor, name) VALUES (602, 'kept')",
+                                      b"INSERT INTO no_such_table VALUES (1)"), batched=True)
+    await client.send(ev.StoreQueries(partial))
+    assert await client.next_event() == ev.StoreOK()
+    assert await _count(mariadb, server, "sensors WHERE id_sensor = 602") == 1
+    assert server.stats.store_committed == 1 and server.stats.store_failed == 1
+
+
+async def test_messages_of_several_connections_commit_in_parallel(server, connect, mariadb):
+    """One id_main, four connections, each message holding its transaction 0.4 s: the central's writer runs
+    them on several sessions at once (well under 4 x 0.4 s), each connection still one message at a time."""
+    clients = [await _store_client(connect, server) for _ in range(4)]
+    replies = []
+
+    async def one(i: int, client) -> None:
+        message = StoreMessage(10, None, (b"INSERT INTO sensors (id_sensor, name) VALUES (%d, 'p')" % (700 + i),
+                                          b"DO SLEEP(0.4)"), batched=True)
+        await client.send(ev.StoreQueries(message))
+        replies.append(await client.next_event())
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i, client in enumerate(clients):
+            nursery.start_soon(one, i, client)
+    assert trio.current_time() - started < 1.4
+    assert replies == [ev.StoreOK()] * 4
+    assert await _count(mariadb, server, "sensors WHERE id_sensor BETWEEN 700 AND 703") == 4

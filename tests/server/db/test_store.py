@@ -10,16 +10,21 @@ import trio.testing
 
 from tests.conftest import REFERENCE, need_shared
 from tests.server.db.transcripts import expected_rows, store_messages
+from vmproto.server.db import store as store_module
 from vmproto.server.db.connection import Connection, Pool, quote_identifier
+from vmproto.server.db.ddl import create_table_sql
 from vmproto.server.db.errors import ConnectionLostError, SqlError, StoreMessageError
 from vmproto.server.db.schema import ensure_schema
 from vmproto.server.db.store import (
     StoreMessage,
     StoreWriter,
+    TransientStoreError,
     apply_store_message,
+    is_transient,
     needs_procedure,
     split_statements,
 )
+from vmproto.server.db.tables import STORE_APPLIED_TABLE
 
 DAY = dt.date(2026, 11, 26)
 STORE_SCENARIOS = ["store_zstd", "store_gzip", "store_nocomp"]
@@ -256,3 +261,182 @@ async def test_concurrent_duplicates_apply_once(db):
     finally:
         for conn in (a, b, setup):
             await conn.aclose()
+
+
+# --- the batched fast path, its fallback, and the parallel writer ----------------------------------------------
+
+async def _minimal_schema(conn: Connection) -> None:
+    """Only the tables these tests touch (ensure_schema takes seconds): the dedup table and two plain ones."""
+    await conn.execute(create_table_sql(STORE_APPLIED_TABLE))
+    await conn.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB")
+    # Aria is not transactional: rows written there survive a rollback, so a test can count attempts.
+    await conn.execute("CREATE TABLE tries (n INT) ENGINE=Aria")
+
+
+async def _ids(conn: Connection) -> list[int]:
+    return [int(r[0]) for r in (await conn.execute("SELECT id FROM t ORDER BY id")).rows]
+
+
+async def test_unit_that_does_not_parse_drops_only_itself(db):
+    """A unit the server cannot parse fails the whole compound statement before anything runs; the message
+    is run again unit by unit, and only that unit is dropped (spec §8.9 step 3)."""
+    conn = await Connection.open(db)
+    try:
+        await _minimal_schema(conn)
+        msg = StoreMessage(2, 10, (
+            b"INSERT INTO t VALUES (1, 'a');\nif row_count() > 0 then\nINSERT INTO t VALUES (10, 'a2');\nend if",
+            b"INSRT INTO t VALUES (2, 'b')",
+            b"INSERT INTO t VALUES (3, 'c')",
+            b"INSERT INTO t VALUES (1, 'dup')",  # a runtime error: caught by the unit's own handler
+        ))
+        result = await apply_store_message(conn, msg)
+        assert result.applied and result.procedure
+        assert [(i, errno) for i, errno, _ in result.failed] == [(1, 1064), (3, 1062)]
+        assert await _ids(conn) == [1, 3, 10]
+        assert await _count(conn, "vmproto_store_applied") == 1
+        assert not (await apply_store_message(conn, msg)).applied
+        assert await _ids(conn) == [1, 3, 10]
+    finally:
+        await conn.aclose()
+
+
+async def test_message_over_several_round_trips(db, monkeypatch):
+    """A message bigger than ROUND_TRIP_BYTES is sent as several compound statements, still one transaction:
+    a permanent error in a later chunk drops its unit only, a transient one undoes the earlier chunks too."""
+    monkeypatch.setattr(store_module, "ROUND_TRIP_BYTES", 600)
+    conn = await Connection.open(db)
+    try:
+        await _minimal_schema(conn)
+        units = tuple(b"INSERT INTO t VALUES (%d, '%s')" % (i, b"x" * 30) for i in range(1, 9))
+        bad = units[:6] + (b"INSERT INTO no_such_table VALUES (1)",) + units[6:]
+        result = await apply_store_message(conn, StoreMessage(2, 10, bad))
+        assert result.applied and [(i, e) for i, e, _ in result.failed] == [(6, 1146)]
+        assert await _ids(conn) == list(range(1, 9))
+        await conn.execute("DELETE FROM t")
+        deadlock = units + (b"SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'simulated'",)
+        with pytest.raises(TransientStoreError) as info:
+            await apply_store_message(conn, StoreMessage(2, 10, deadlock))
+        assert info.value.errno == 1213 and is_transient(info.value)
+        assert await _ids(conn) == []
+        assert await _count(conn, "vmproto_store_applied") == 1  # only the first message's record
+    finally:
+        await conn.aclose()
+
+
+async def test_failure_text_is_reported_exactly(db):
+    """The failure list is length-prefixed: an error text with newlines or record-like parts stays one entry."""
+    conn = await Connection.open(db)
+    try:
+        await _minimal_schema(conn)
+        text = "bad\\n2 1062 5:fake\\nend"
+        msg = StoreMessage(2, 10, (
+            b"INSERT INTO t VALUES (1, 'a')",
+            b"SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '" + text.encode() + b"'",
+        ))
+        result = await apply_store_message(conn, msg)
+        assert result.failed == ((1, 1644, "bad\n2 1062 5:fake\nend"),)
+        assert await _ids(conn) == [1]
+    finally:
+        await conn.aclose()
+
+
+async def test_oversized_unit_is_dropped_without_breaking_the_session(db, monkeypatch):
+    conn = await Connection.open(db)
+    try:
+        await _minimal_schema(conn)
+        conn._variables["max_allowed_packet"] = b"4200"  # as if the server's limit were tiny
+        big = b"INSERT INTO t VALUES (2, '%s')" % (b"y" * 4200)
+        result = await apply_store_message(conn, StoreMessage(2, 10, (b"INSERT INTO t VALUES (1, 'a')", big)))
+        assert [(i, e) for i, e, _ in result.failed] == [(1, 1153)]
+        assert await _ids(conn) == [1] and not conn.broken
+    finally:
+        await conn.aclose()
+
+
+async def test_pool_lends_sessions_in_the_mode_asked(db):
+    """Multi-statement mode stays with the store path: a plain borrower gets single-statement semantics."""
+    pool = Pool(db, size=1)
+    try:
+        async with pool.connection(multi_statements=True) as conn:
+            batch = await conn.execute_batch(b"SELECT 1; SELECT 2")
+            assert [r.rows for r in batch.results] == [[(b"1",)], [(b"2",)]] and batch.error is None
+            first = conn
+        async with pool.connection() as conn:
+            assert conn is first and not conn.multi_statements
+            with pytest.raises(SqlError):
+                await conn.execute("SELECT 1; SELECT 2")
+            with pytest.raises(ValueError):
+                await conn.execute_batch(b"SELECT 1")
+        async with pool.connection(multi_statements=True) as conn:
+            batch = await conn.execute_batch(b"SELECT 1; SELECT * FROM nope; SELECT 3")
+            assert len(batch.results) == 1 and isinstance(batch.error, SqlError) and batch.error.errno == 1146
+            assert (await conn.execute_batch(b"SELECT 4")).results[0].rows == [(b"4",)]  # session still usable
+    finally:
+        await pool.aclose()
+
+
+async def test_writer_sessions_overlap_and_resends_apply_once(db):
+    """Several sessions per id_main: messages run in parallel (each one sleeps 0.3 s: four in ~0.3 s, not
+    1.2 s), and a message submitted twice at the same time is applied once."""
+    conn = await Connection.open(db)
+    await _minimal_schema(conn)
+    pool = Pool(db, size=4)
+    writer = StoreWriter(pool, 10, sessions=4)
+    assert StoreWriter(Pool(db, size=16), 10).sessions == 4 and StoreWriter(Pool(db, size=2), 10).sessions == 1
+    results: list[bool] = []
+
+    async def submit(i: int) -> None:
+        msg = StoreMessage(2, 10, (b"INSERT INTO t VALUES (%d, 'p'); DO SLEEP(0.3)" % i,))
+        results.append((await writer.submit(msg)).applied)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            started = trio.current_time()
+            async with trio.open_nursery() as inner:
+                for i in (1, 2, 1, 2):
+                    inner.start_soon(submit, i)
+            assert trio.current_time() - started < 0.9
+            nursery.cancel_scope.cancel()
+        assert sorted(results) == [False, False, True, True]
+        assert writer.applied == 2 and writer.duplicates == 2
+        assert await _ids(conn) == [1, 2]
+    finally:
+        await pool.aclose()
+        await conn.aclose()
+
+
+async def test_writer_runs_a_deadlocked_message_again(db):
+    """A deadlock rolls the whole message back; the writer runs it again itself instead of bothering the
+    sensor, and gives up (raising a transient error) only after a few attempts."""
+    conn = await Connection.open(db)
+    await _minimal_schema(conn)
+    pool = Pool(db, size=2)
+    writer = StoreWriter(pool, 10)
+    flaky = StoreMessage(2, 10, (
+        b"INSERT INTO tries VALUES (1);\n"
+        b"IF (SELECT count(*) FROM tries) < 2 THEN SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213; END IF;\n"
+        b"INSERT INTO t VALUES (5, 'after retry')",))
+    hopeless = StoreMessage(2, 10, (b"INSERT INTO t VALUES (6, 'never')",
+                                    b"SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213",))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            assert (await writer.submit(flaky)).applied
+            assert writer.retried == 1 and await _ids(conn) == [5]
+            with pytest.raises(SqlError) as info:
+                await writer.submit(hopeless)
+            assert info.value.errno == 1213 and is_transient(info.value)
+            assert await _ids(conn) == [5] and writer.retried == 4
+            nursery.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+        await conn.aclose()
+
+
+def test_transient_classification():
+    assert is_transient(SqlError("deadlock", 1213)) and is_transient(ConnectionLostError("gone", 2013))
+    assert is_transient(TransientStoreError("COMMIT failed: x", 1180))
+    assert not is_transient(SqlError("no such table", 1146))
+    assert needs_procedure([b"INSERT INTO t VALUES (';');  ;\n"]) is False
+    assert needs_procedure([b"INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"]) is True

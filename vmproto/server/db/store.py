@@ -264,7 +264,7 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
     await conn.set_multi_statements(True)
     limit = await _unit_limit(conn)
     failed: list[tuple[int, int, str]] = []
-    blocks: list[bytes] = []
+    blocks: list[tuple[int, bytes]] = []  # (unit index, its block)
     for index, query in enumerate(message.queries):
         if not query.strip():
             continue
@@ -272,7 +272,7 @@ async def apply_store_message(conn: Connection, message: StoreMessage) -> StoreR
             # The server would drop the connection (and the writer resend forever): this unit cannot run.
             failed.append((index, _ER_NET_PACKET_TOO_LARGE, f"unit of {len(query)} bytes exceeds max_allowed_packet"))
             continue
-        blocks.append(_unit_block(index, query))
+        blocks.append((index, _unit_block(index, query)))
     try:
         outcome = await _run_fast(conn, message, blocks)
         if outcome is _Fallback:
@@ -306,10 +306,10 @@ async def _unit_limit(conn: Connection) -> int:
     return max(0, int(value or 16 << 20) - 4096)
 
 
-def _chunks(blocks: list[bytes]) -> list[list[bytes]]:
+def _chunks(blocks: list[tuple[int, bytes]]) -> list[list[bytes]]:
     chunks: list[list[bytes]] = [[]]
     size = 0
-    for block in blocks:
+    for _index, block in blocks:
         if chunks[-1] and size + len(block) > ROUND_TRIP_BYTES:
             chunks.append([])
             size = 0
@@ -350,7 +350,7 @@ def _failed_of(batch: BatchResult) -> list[tuple[int, int, str]] | None:
 
 
 async def _run_fast(conn: Connection, message: StoreMessage,
-                    blocks: list[bytes]) -> list[tuple[int, int, str]] | type[_Fallback] | None:
+                    blocks: list[tuple[int, bytes]]) -> list[tuple[int, int, str]] | type[_Fallback] | None:
     """The whole message as compound statements: returns the unit failures after COMMIT, None for a
     duplicate, _Fallback (transaction still open) when a block failed as a whole."""
     chunks = _chunks(blocks)
@@ -377,7 +377,7 @@ async def _run_fast(conn: Connection, message: StoreMessage,
 
 
 async def _run_unit_by_unit(conn: Connection, message: StoreMessage,
-                            blocks: list[bytes]) -> list[tuple[int, int, str]] | None:
+                            blocks: list[tuple[int, bytes]]) -> list[tuple[int, int, str]] | None:
     """Slow path: a fresh transaction, one round trip per unit; a unit whose block fails as a whole is
     recorded as failed and the others run. Returns the failures, None for a duplicate."""
     await conn.execute_batch(b"ROLLBACK")
@@ -386,25 +386,24 @@ async def _run_unit_by_unit(conn: Connection, message: StoreMessage,
         await conn.execute_batch(b"ROLLBACK")
         return None
     failed: list[tuple[int, int, str]] = []
-    for block in blocks:
-        batch = await conn.execute_batch(b"BEGIN NOT ATOMIC\n" + block + b"\nEND")
+    for index, block in blocks:
+        # Our own savepoint first: the one a unit's block sets is not reached when the block fails to
+        # compile, and rolling back to the previous unit's would undo that unit.
+        batch = await conn.execute_batch(b"SAVEPOINT vmp_unit;\nBEGIN NOT ATOMIC\n" + block + b"\nEND")
         if batch.error is None:
             continue
-        if is_transient(batch.error):
+        if is_transient(batch.error) or not batch.results:
             raise _transient(batch.error, "unit failed")
-        index = int(block[block.index(b"CONCAT(IFNULL(@vmp_failed, ''), '") + 34:].split(b" ", 1)[0])
         failed.append((index, batch.error.errno, batch.error.message))
         # A parse error ran nothing; anything else may have run part of the unit before failing.
         undo = await conn.execute_batch(b"ROLLBACK TO SAVEPOINT vmp_unit")
-        if undo.error is not None and undo.error.errno != _ER_SP_DOES_NOT_EXIST_SAVEPOINT:
+        if undo.error is not None:
             raise _transient(undo.error, "rollback of a failed unit failed")
     end = await conn.execute_batch(_END_SQL)
     if end.error is not None:
         raise _transient(end.error, "COMMIT failed")
     return failed + (_failed_of(end) or [])
 
-
-_ER_SP_DOES_NOT_EXIST_SAVEPOINT = 1305  # "SAVEPOINT vmp_unit does not exist": the unit failed before setting it
 
 
 # Transient errors the writer retries itself before telling the sensor to resend: the transaction was rolled

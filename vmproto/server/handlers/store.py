@@ -18,7 +18,7 @@ import trio
 
 from vmproto.logs import log_event
 from vmproto.server.db.errors import ConnectionLostError, DatabaseError, StoreMessageError
-from vmproto.server.db.store import StoreMessage
+from vmproto.server.db.store import StoreMessage, is_transient
 from vmproto.server.handlers.context import ServerContext, TooManyWriters, dedup_scope
 from vmproto.server.handlers.handshake import run_handshake
 from vmproto.server.handlers.io import MachineStream, PeerGone, Shutdown
@@ -104,12 +104,14 @@ async def _apply(ctx: ServerContext, message: object, scope: int, deadline: floa
     with trio.move_on_after(deadline) as timer:
         try:
             result = await writer.submit(db_message)
-        except ConnectionLostError as exc:
-            ctx.stats.count_db_error(exc)
-            log_event(log, logging.ERROR, "store message not applied", id_main=id_main, peer=peer,
-                      reason=exc.message)
-            return _queue_full(ctx)
         except DatabaseError as exc:
+            if isinstance(exc, ConnectionLostError) or is_transient(exc):
+                # Rolled back as a whole (deadlock, lock wait, missing privilege, failed COMMIT, database gone):
+                # the sensor resends after usleep, `check` first (spec §8.9 step 5).
+                ctx.stats.count_db_error(exc)
+                log_event(log, logging.ERROR, "store message not applied", id_main=id_main, peer=peer,
+                          errno=exc.errno, reason=exc.message)
+                return _queue_full(ctx)
             # A permanent SQL error: resending cannot help, so the message is acknowledged and logged, as the
             # reference does (it acknowledges before executing).
             ctx.stats.count_db_error(exc)
