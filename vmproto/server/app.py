@@ -77,7 +77,8 @@ class Server:
         self.ctx: ServerContext | None = None
         self.addresses: list[tuple[str, int]] = []
         self.metrics_address: tuple[str, int] | None = None  # prometheus_bind, once bound
-        self.datadir = Path(str(cfg.get("datadir", "") or DEFAULT_DATADIR))
+        # Absolute: mariadb-install-db and mariadbd run with other working directories (a relative datadir fails).
+        self.datadir = Path(str(cfg.get("datadir", "") or DEFAULT_DATADIR)).resolve()
 
     def request_shutdown(self) -> None:
         """Begin the orderly shutdown (idempotent; safe from a signal-handling task)."""
