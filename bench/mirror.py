@@ -174,6 +174,40 @@ def limits(area: bytes, budget: float) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ the processes
+def child_pid(pid: int, timeout: float = 10.0) -> int:
+    """The first child of `pid` (the profiled Python under py-spy)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids = (task / "children").read_text().split()
+            if kids:
+                return int(kids[0])
+        time.sleep(0.01)
+    raise SystemExit(f"process {pid} started no child")
+
+
+def profile_top(raw: Path, n: int = 15) -> list[str]:
+    """The top of a py-spy raw (collapsed stacks) profile: functions by self and by inclusive share."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].rsplit("/", 1)[-1] for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+    lines = [f"  {total} samples; self:"]
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in sorted(own.items(), key=lambda x: -x[1])[:n]]
+    lines.append("  inclusive:")
+    lines += [f"  {100 * c / total:5.1f}%  {f}" for f, c in sorted(incl.items(), key=lambda x: -x[1])[:n]]
+    return lines
+
+
 def conf(path: Path, **options: object) -> Path:
     path.write_text("[general]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
     return path
@@ -224,6 +258,17 @@ def spool_packets(folder: Path) -> tuple[int, int]:
     return packets, size
 
 
+def wait_idle(pid: int, timeout: float = 60.0) -> None:
+    """Return once `pid` used under 5 % of a core for 0.3 s (the central's RSA key pool is full)."""
+    deadline = time.monotonic() + timeout
+    quiet, last = 0, cpu_s(pid)
+    while time.monotonic() < deadline and quiet < 3:
+        time.sleep(0.1)
+        now = cpu_s(pid)
+        quiet = quiet + 1 if now - last < 0.005 else 0
+        last = now
+
+
 def wait_log(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -235,13 +280,19 @@ def wait_log(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: float
     raise SystemExit(f"timed out waiting for {text!r} in {log}")
 
 
+class _Pid:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
 def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
     """Start the central, replay the capture through a mirroring sensor; return the measurements."""
     port = free_port()
     spool = work / "pbspool"
     central_conf = conf(work / "central.conf", server_bind="127.0.0.1", server_bind_port=port,
-                        server_password=PASSWORD, datadir=work / "central", server_pb_spool=spool,
-                        server_rsa_key_pool=2)
+                        server_password=PASSWORD, datadir=work / "central", server_rsa_key_pool=2,
+                        server_pb_analysis="yes" if args.sink == "analysis" else "no",
+                        **({"server_pb_spool": spool} if args.sink == "spool" else {}))
     sensor_conf = conf(work / "sensor.conf", id_sensor=7, packetbuffer_sender="yes", server_destination="127.0.0.1",
                        server_destination_port=port, server_password=PASSWORD, managerport=0,
                        spooldir=work / "sensor-spool", max_buffer_mem=args.buffer_mb,
@@ -251,19 +302,27 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
         cmd = [PY, str(Path(__file__).resolve()), "--central-null", str(central_conf)]
     else:
         cmd = [PY, "-m", "vmproto.server", "--config-file", str(central_conf)]
-    central = subprocess.Popen(cmd, cwd=ROOT, stdout=central_log.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    sensor_cmd = [PY, "-m", "vmproto.sensor", "--config-file", str(sensor_conf), "-r", str(pcap)]
+    spy = [str(Path(PY).with_name("py-spy")), "record", "-f", "raw", "-r", "250", "--nonblocking", "-o"]
+    if args.profile:
+        cmd = [*spy, str(work / "central.prof"), "--", *cmd]
+        sensor_cmd = [*spy, str(work / "sensor.prof"), "--", *sensor_cmd]
+    central_proc = subprocess.Popen(cmd, cwd=ROOT, stdout=central_log.open("wb"), stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    central = central_proc
     try:
-        wait_log(central, central_log, "server started", 120)
-        time.sleep(0.3)  # let the key pool and partition maintenance settle
+        if args.profile:
+            central = _Pid(child_pid(central_proc.pid))
+        wait_log(central_proc, central_log, "server started", 120)
+        wait_idle(central.pid)
         samples: list[tuple[float, float, float]] = []
         started = time.monotonic()
-        sensor = subprocess.Popen([PY, "-m", "vmproto.sensor", "--config-file", str(sensor_conf), "-r", str(pcap)],
-                                  cwd=ROOT, stdout=sensor_log.open("wb"), stderr=subprocess.STDOUT)
+        sensor = subprocess.Popen(sensor_cmd, cwd=ROOT, stdout=sensor_log.open("wb"), stderr=subprocess.STDOUT)
+        sensor_pid = child_pid(sensor.pid) if args.profile else sensor.pid
         status = None
         while status is None:
             now = time.monotonic()
-            samples.append((now, cpu_s(central.pid), cpu_s(sensor.pid)))
+            samples.append((now, cpu_s(central.pid), cpu_s(sensor_pid)))
             pid, status_raw, usage = os.wait4(sensor.pid, os.WNOHANG)
             if pid:
                 status = os.waitstatus_to_exitcode(status_raw)
@@ -276,13 +335,13 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
         if status != 0:
             raise SystemExit(f"sensor exited {status}; see {sensor_log}:\n{sensor_log.read_text()[-3000:]}")
     finally:
-        if central.poll() is None:
-            central.send_signal(signal.SIGTERM)
+        if central_proc.poll() is None:
+            os.kill(central.pid, signal.SIGTERM)
             try:
-                central.wait(60)
+                central_proc.wait(60)
             except subprocess.TimeoutExpired:
-                central.kill()
-                central.wait()
+                central_proc.kill()
+                central_proc.wait()
     # The transfer window: the central idles before the sensor connects and after the last block (its key pool
     # is full, pings are rare), so it runs from the first to the last sample interval in which the central used
     # more than a third of a core. /proc counts in clock ticks (10 ms); intervals are 20 ms or more.
@@ -298,8 +357,12 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
         line = [ln for ln in text.splitlines() if ln.startswith("null sink:")][-1]
         got = dict(kv.split("=") for kv in line.split(":", 1)[1].split())
         delivered, delivered_bytes = int(got["packets"]), int(got["bytes"])
-    else:
+    elif args.sink == "spool":
         delivered, delivered_bytes = spool_packets(spool)
+    else:  # the analysis keeps no packets: the sensor's own count (its exit status 0 says all were confirmed)
+        line = [ln for ln in sensor_log.read_text().splitlines() if "sensor stopped" in ln][-1]
+        delivered = int(line.split("packets=")[1].split()[0])
+        delivered_bytes = 0
     return {"window_s": window, "sensor_wall_s": ended - started,
             "central_cpu_window_s": c1 - c0, "sensor_cpu_window_s": s1 - s0,
             "sensor_cpu_total_s": sensor_total_cpu, "delivered_packets": delivered,
@@ -311,12 +374,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small run (< 20 s)")
     parser.add_argument("--calls", type=int, default=0, help="calls in the capture (default 1000, quick 300)")
     parser.add_argument("--seconds", type=float, default=0, help="RTP seconds per call (default 30, quick 10)")
-    parser.add_argument("--sink", choices=("spool", "null"), default="spool",
-                        help="central packet sink: the pb pcap spool, or count only")
+    parser.add_argument("--sink", choices=("spool", "null", "analysis"), default="spool",
+                        help="central packet sink: the pb pcap spool, count only, or the central call analysis")
     parser.add_argument("--no-confirm", action="store_true", help="mirror_require_confirmation = no")
     parser.add_argument("--buffer-mb", type=int, default=256, help="sensor max_buffer_mem (MB)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--keep", help="work directory to keep (logs, configs, spool); default a temporary one")
+    parser.add_argument("--profile", action="store_true",
+                        help="run both sides under py-spy and print the top of each profile (slows them a little)")
     parser.add_argument("--central-null", metavar="CONF", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.central_null:
@@ -331,6 +396,10 @@ def main() -> int:
         for stale in ("pbspool", "sensor-spool"):
             shutil.rmtree(work / stale, ignore_errors=True)
         got = run(args, pcap, work)
+        if args.profile:
+            for side in ("sensor", "central"):
+                print(f"profile of the {side}:")
+                print("\n".join(profile_top(work / f"{side}.prof")))
     window = got["window_s"]
     pps = packets / window
     mbps = size / window / MB

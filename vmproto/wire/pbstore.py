@@ -13,6 +13,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from . import pbkernel
 from .compression import PbCompression, pb_compress, pb_decompress
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import byte_sum
@@ -39,6 +40,7 @@ __all__ = [
     "PacketHeader",
     "checksum32buf",
     "decode_container",
+    "encode_area",
     "encode_container",
     "peek_header",
     "validate_container",
@@ -91,6 +93,9 @@ def checksum32buf(data: bytes | bytearray | memoryview) -> int:
 
     Returns 0..65535 (the container stores max(value, 1)).
     """
+    fast = pbkernel.sums(data)
+    if fast is not None:
+        return fast[1]
     raw = data if isinstance(data, bytes) else bytes(data)
     return (byte_sum(raw.translate(_FLIP_SIGN)) - 128 * len(raw)) & 0xFFFF
 
@@ -180,6 +185,11 @@ def _check_offsets(offs: array, size: int, hdr_size: int) -> None:
     # reference reads it unchecked) and refuse count 0 (which crashes the reference).
     if not offs or offs[-1] >= size or offs[-1] + hdr_size > size:
         _fail(BAD_OFFSETS)
+    k = pbkernel.load()
+    if k is not None:
+        if not k.lib.pb_increasing(k.ffi.from_buffer("uint32_t[]", offs), len(offs)):
+            _fail(BAD_OFFSETS)
+        return
     prev = -1
     for off in offs:
         if off <= prev:
@@ -248,6 +258,18 @@ def _check_area(area: bytes | memoryview, offs: array, hdr: ContainerHeader) -> 
     the first at offset 0, and the last one ends exactly at ``size``; anything else is ``bad offsets``.
     """
     hdr_size = hdr.header_size
+    k = pbkernel.load()
+    if k is not None:
+        value = k.ffi.new("uint32_t *")
+        code = k.lib.pb_check_area(k.ffi.from_buffer(area), hdr.size, k.ffi.from_buffer("uint32_t[]", offs),
+                                   len(offs), hdr_size, value)
+        if code == 1:
+            _fail(f"bad headers - caplen = {value[0]}")
+        if code == 2:
+            _fail(f"bad headers - header_ip_offset = {value[0]}")
+        if code == 3:
+            _fail(BAD_OFFSETS)
+        return
     unpack = _CAPLEN_IPOFF.unpack_from
     expected = 0
     layout_ok = True
@@ -441,25 +463,62 @@ class ContainerBuilder:
         """
         if not self._count:
             raise LocalProtocolError("a container needs at least one packet")
-        name = ifname.encode("latin-1") if isinstance(ifname, str) else bytes(ifname)
-        if len(name) > 10 or (len(name) == 10 and name[9] != 0):
-            raise LocalProtocolError("ifname longer than 9 bytes")
-        area = b"".join(self._parts)
-        size_compress = 0
-        if compress is not None:
-            area = pb_compress(compress, area)
-            size_compress = len(area)
-        body = self._offsets.tobytes() + area
-        csum = max(checksum32buf(body), 1) if checksum else 0
-        sid = ((sensor_id + 0x8000) & 0xFFFF) - 0x8000
-        try:
-            head = _HEADER.pack(
-                TITLE, VERSION, pads[0], self._size, size_compress, self._count, dlink, sid,
-                name, self._hm, pads[1], csum, counter, 1 if require_confirmation else 0, pads[2], time_s,
-            )
-        except struct.error as exc:
-            raise LocalProtocolError(f"container header field out of range: {exc}") from None
-        return head + body
+        return encode_area(
+            b"".join(self._parts), self._offsets, hm=self._hm, counter=counter, time_s=time_s, sensor_id=sensor_id,
+            dlink=dlink, ifname=ifname, require_confirmation=require_confirmation, compress=compress,
+            checksum=checksum, pads=pads,
+        )
+
+
+def encode_area(
+    area: bytes | bytearray | memoryview,
+    offsets: array,
+    *,
+    hm: int = HM_PLUS,
+    counter: int,
+    time_s: int = 0,
+    sensor_id: int = 0,
+    dlink: int = 1,
+    ifname: bytes | str = b"",
+    require_confirmation: bool = True,
+    compress: PbCompression | None = PbCompression.SNAPPY,
+    checksum: bool = True,
+    pads: tuple[bytes, bytes, bytes] = (b"\0\0\0", b"\0", b"\0\0\0"),
+) -> bytes:
+    """Serialise a container from a data area already laid out as spec §9.3 says (packet header + packet bytes,
+    back to back) and the u32 ``offsets`` of its packet headers (``array('I')``, one per packet).
+
+    The fields are those of :meth:`ContainerBuilder.build`. The layout is the caller's promise (it is not
+    re-checked here). Raises :class:`LocalProtocolError` for no packets, an ifname over 9 bytes or out-of-range
+    header fields.
+    """
+    count = len(offsets)
+    if not count:
+        raise LocalProtocolError("a container needs at least one packet")
+    if hm not in (HM_PLUS, HM_PLUS2):
+        raise LocalProtocolError(f"hm must be 0 or 1, not {hm}")
+    name = ifname.encode("latin-1") if isinstance(ifname, str) else bytes(ifname)
+    if len(name) > 10 or (len(name) == 10 and name[9] != 0):
+        raise LocalProtocolError("ifname longer than 9 bytes")
+    size = len(area)
+    size_compress = 0
+    if compress is not None:
+        area = pb_compress(compress, area)
+        size_compress = len(area)
+    # One buffer, written once: header space, offsets, area (no intermediate concatenations of the area).
+    out = bytearray(CONTAINER_HEADER_SIZE + 4 * count + len(area))
+    out[CONTAINER_HEADER_SIZE : CONTAINER_HEADER_SIZE + 4 * count] = offsets.tobytes()
+    out[CONTAINER_HEADER_SIZE + 4 * count :] = area
+    csum = max(checksum32buf(memoryview(out)[CONTAINER_HEADER_SIZE:]), 1) if checksum else 0
+    sid = ((sensor_id + 0x8000) & 0xFFFF) - 0x8000
+    try:
+        _HEADER.pack_into(
+            out, 0, TITLE, VERSION, pads[0], size, size_compress, count, dlink, sid,
+            name, hm, pads[1], csum, counter, 1 if require_confirmation else 0, pads[2], time_s,
+        )
+    except struct.error as exc:
+        raise LocalProtocolError(f"container header field out of range: {exc}") from None
+    return bytes(out)
 
 
 def encode_container(

@@ -20,6 +20,7 @@ import logging
 import os
 import struct
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +28,11 @@ import trio
 
 from vmproto.logs import log_event
 from vmproto.sensor.capture.batch import PacketBatch
+from vmproto.sensor.capture.frames import U32, FrameList
 from vmproto.sensor.client.connector import Connector, open_channel
 from vmproto.sensor.client.errors import ChannelLost, ClientError, ConnectFailed, HandshakeRefused
 from vmproto.sensor.client.machine_io import MachineStream
-from vmproto.sensor.client.pktinfo import frame_offsets
+from vmproto.sensor.client.pktinfo import AreaPacker
 from vmproto.sensor.client.session import SessionState
 from vmproto.sensor.client.timings import jittered, pb_retry_delay
 from vmproto.wire import events as ev
@@ -38,14 +40,13 @@ from vmproto.wire._state import State
 from vmproto.wire.compression import PbCompression
 from vmproto.wire.crypto import generate_aes_strings
 from vmproto.wire.packetbuffer import PacketbufferClient
-from vmproto.wire.pbstore import MAX_CAPLEN, ContainerBuilder
+from vmproto.wire.pbstore import CONTAINER_HEADER_SIZE, encode_area
 
 __all__ = ["MirrorOptions", "MirrorSender", "MirrorStats", "DROP_REASONS"]
 
 log = logging.getLogger("vmproto.sensor.client.mirror")
 
 DROP_REASONS = ("no_ip", "too_big", "buffer_full", "disk_full", "disk_error", "rejected")
-_PLUS = struct.Struct("<IIII8sHHhHHBB")
 _CONFIRM_AT, _TIME_AT = 56, 60
 _BAD_HEADER_ATTEMPTS = 10
 _SLOW_CONFIRM = 0.020
@@ -107,7 +108,7 @@ class MirrorSender:
         self.session = session
         self.options = options or MirrorOptions()
         self.stats = MirrorStats()
-        self._builder: ContainerBuilder | None = None
+        self._packer = AreaPacker(self.options.block_maxsize)
         self._builder_since = 0.0
         self._dlink = 1
         self._counter = 0
@@ -116,6 +117,8 @@ class MirrorSender:
         self._spool_bytes = 0
         self._wakeup = trio.Event()
         self._last_confirm = 0.0
+        # The next block, encrypted while the central validates the current one: (block, payload, confirm).
+        self._prepared: tuple[_Block, bytes, bool] | None = None
         if self.options.spool_dir:
             Path(self.options.spool_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -130,52 +133,61 @@ class MirrorSender:
         return len(self._queue)
 
     def add_batch(self, batch: PacketBatch) -> None:
-        """Take the frames of one capture batch. Never blocks; anything not shipped is counted in `stats.dropped`."""
-        if self._builder is not None and batch.linktype != self._dlink:
+        """Take the frames of one capture batch. Never blocks; anything not shipped is counted in `stats.dropped`.
+
+        Raises ValueError when the batch's columns differ in length.
+        """
+        frames = batch.frames
+        n = len(frames)
+        if len(batch.ts_ns) != n or len(batch.orig_len) != n:
+            raise ValueError(f"batch columns differ in length: {n} frames, {len(batch.ts_ns)} times, "
+                             f"{len(batch.orig_len)} lengths")
+        packer = self._packer
+        if packer.count and batch.linktype != self._dlink:
             self._close_block()  # one link type per container
         self._dlink = batch.linktype
-        stats = self.stats
-        dropped = stats.dropped
-        maxsize = self.options.block_maxsize
-        pack = _PLUS.pack
-        for ts_ns, frame, orig_len in zip(batch.ts_ns, batch.frames, batch.orig_len, strict=True):
-            stats.packets_in += 1
-            caplen = len(frame)
-            if caplen > MAX_CAPLEN:
-                dropped["too_big"] += 1
-                continue
-            offsets = frame_offsets(batch.linktype, frame)
-            if offsets is None:
-                dropped["no_ip"] += 1
-                continue
-            encaps, ip_off, vlan = offsets
-            builder = self._builder
-            if builder is None:
-                builder = self._builder = ContainerBuilder()
+        if not n:
+            return
+        if not isinstance(frames, FrameList):
+            frames = FrameList.from_frames(frames)
+        ts_ns = array("q", batch.ts_ns)
+        orig_len = array(U32, batch.orig_len)
+        before = packer.totals
+        i = 0
+        while i < n:
+            if not packer.count:
                 self._builder_since = time.monotonic()
-            sec, ns = divmod(ts_ns, 1_000_000_000)
-            builder.add_packed(pack(sec & 0xFFFFFFFF, ns // 1000, caplen, orig_len, b"", encaps, ip_off, 0,
-                                    batch.linktype, vlan, 0, 0), frame)
-            stats.bytes_in += caplen
-            if builder.size >= maxsize:
+            i = packer.pack(batch.linktype, frames, ts_ns, orig_len, i)
+            if packer.full:
                 self._close_block()
+        seen, no_ip, too_big, taken = (a - b for a, b in zip(packer.totals, before, strict=True))
+        stats = self.stats
+        stats.packets_in += seen
+        stats.bytes_in += taken
+        stats.dropped["no_ip"] += no_ip
+        stats.dropped["too_big"] += too_big
 
     def flush(self) -> None:
         """Close the open block now (end of input, shutdown)."""
-        if self._builder is not None and len(self._builder):
+        if self._packer.count:
             self._close_block()
 
     def _close_block(self) -> None:
-        builder, self._builder = self._builder, None
-        if builder is None or not len(builder):
+        packer = self._packer
+        if not packer.count:
             return
         self._counter = self._counter % 0xFFFFFFFF + 1
         ident = self.session.identity
-        data = builder.build(counter=self._counter, time_s=0, sensor_id=ident.id_sensor, dlink=self._dlink,
-                             ifname=self.options.ifname, require_confirmation=self.options.require_confirmation,
-                             compress=self.options.compress, checksum=self.options.checksum)
+        area, offsets = packer.take()
+        try:
+            data = encode_area(area, offsets, counter=self._counter, time_s=0, sensor_id=ident.id_sensor,
+                               dlink=self._dlink, ifname=self.options.ifname,
+                               require_confirmation=self.options.require_confirmation,
+                               compress=self.options.compress, checksum=self.options.checksum)
+        finally:
+            area.release()  # the packer reuses its buffer
         self.stats.blocks_built += 1
-        block = _Block(self._counter, len(builder), None, size=len(data))
+        block = _Block(self._counter, len(offsets), None, size=len(data))
         if self._memory_bytes + len(data) <= self.options.buffer_max_bytes:
             block.data = data
             self._memory_bytes += len(data)
@@ -216,7 +228,7 @@ class MirrorSender:
         maxtime = self.options.block_maxtime
         while True:
             await trio.sleep(maxtime / 2)
-            if self._builder is not None and time.monotonic() - self._builder_since >= maxtime:
+            if self._packer.count and time.monotonic() - self._builder_since >= maxtime:
                 self._close_block()
 
     async def wait_sent(self) -> None:
@@ -272,20 +284,24 @@ class MirrorSender:
                         continue
                 block = self._queue[0]
                 try:
-                    payload = bytearray(self._load(block))
+                    payload, confirm = self._payload(block, ms)
                 except OSError as exc:
                     self.stats.dropped["disk_error"] += block.packets
                     log_event(log, logging.ERROR, "mirror spool read failed", error=exc.strerror)
                     self._release(block)
                     continue
-                confirm = self._decide(payload)
+                if not confirm and self.options.require_confirmation:
+                    self.stats.confirmations_skipped += 1
                 if attempt:
                     self.stats.blocks_resent += 1
                 try:
                     started = time.monotonic()
-                    await ms.send(ev.PacketbufferBlock(bytes(payload)))
+                    await ms.send(ev.PacketbufferBlock(payload))
                     self.stats.blocks_sent += 1
                     if confirm:
+                        # While the central validates this block, encrypt the next one (spec §9.10 keeps the
+                        # next send waiting for this OK; nothing stops us from getting it ready).
+                        self._prepare_next(ms)
                         reply = await ms.expect(ev.BlockReply)
                         self._last_confirm = time.monotonic() - started
                     else:
@@ -320,15 +336,59 @@ class MirrorSender:
             if ms is not None:
                 await ms.aclose()
 
-    def _decide(self, payload: bytearray) -> bool:
-        """Set require_confirmation and time_s in the header for this (re)send; return the confirmation flag.
-        Bytes after 64 never change, so the checksum and the central's dedup digest stay valid (spec §9.10)."""
+    def _decision(self) -> tuple[bool, int]:
+        """(require_confirmation, time_s) for a block sent now: back-pressure as the reference (spec §9.10)."""
         fill = self.fill
         confirm = self.options.require_confirmation
         if confirm and fill > 0.30 and self._last_confirm > _SLOW_CONFIRM:
             confirm = False
-            self.stats.confirmations_skipped += 1
-        payload[_CONFIRM_AT] = 1 if confirm else 0
-        time_s = int(time.time()) if confirm and fill <= 0.70 else 0
-        struct.pack_into("<I", payload, _TIME_AT, time_s & 0xFFFFFFFF)
+        time_s = int(time.time()) & 0xFFFFFFFF if confirm and fill <= 0.70 else 0
+        return confirm, time_s
+
+    def _decide(self, header: bytearray) -> bool:
+        """Decide for a block sent now and write the decision into its 64-byte `header`; return the
+        confirmation flag."""
+        confirm, time_s = self._decision()
+        _write_decision(header, confirm, time_s)
         return confirm
+
+    def _stamp(self, block: _Block, confirm: bool, time_s: int) -> bytes:
+        """The container as sent: require_confirmation and time_s set in the header. Bytes after 64 never change,
+        so the checksum and the central's dedup digest stay valid (spec §9.10)."""
+        data = self._load(block)
+        head = bytearray(data[:CONTAINER_HEADER_SIZE])
+        _write_decision(head, confirm, time_s)
+        return b"".join((head, memoryview(data)[CONTAINER_HEADER_SIZE:]))
+
+    def _payload(self, block: _Block, ms: MachineStream) -> tuple[bytes, bool]:
+        """The payload to send for `block` on `ms` now and its confirmation flag: the prepared one when it was
+        made for this block and the decision still holds (time_s within a second), else a fresh one.
+        Raises OSError when a spooled block cannot be read."""
+        confirm, time_s = self._decision()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] is block and prepared[2] == confirm:
+            payload = prepared[1]
+            sent_time = struct.unpack_from("<I", payload, _TIME_AT)[0]
+            if (sent_time == 0) == (time_s == 0) and abs(sent_time - time_s) <= 1:
+                return payload, confirm
+        return self._stamp(block, confirm, time_s), confirm
+
+    def _prepare_next(self, ms: MachineStream) -> None:
+        """Stamp and encrypt the block after the one in flight, predicting the decision it will get."""
+        if len(self._queue) < 2:
+            return
+        block = self._queue[1]
+        confirm, time_s = self._decision()
+        try:
+            payload = self._stamp(block, confirm, time_s)
+        except OSError:
+            return  # the send path reads it again and reports the error
+        prepare = getattr(ms.machine, "prepare", None)
+        if prepare is not None:
+            prepare(payload)
+        self._prepared = (block, payload, confirm)
+
+
+def _write_decision(header: bytearray, confirm: bool, time_s: int) -> None:
+    header[_CONFIRM_AT] = 1 if confirm else 0
+    struct.pack_into("<I", header, _TIME_AT, time_s & 0xFFFFFFFF)

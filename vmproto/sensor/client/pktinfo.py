@@ -1,15 +1,25 @@
-"""Header offsets of a raw frame for packet mirroring (spec §9.11): where the outer IP header starts
+"""The per-packet part of packet mirroring.
+
+`frame_offsets`: header offsets of a raw frame (spec §9.11): where the outer IP header starts
 (`header_ip_encaps_offset`), where the IP header to analyse starts (`header_ip_offset`, the inner one after a
-tunnel), and the outermost VLAN id (0xFFFE = no VLAN tag, as the reference sender writes)."""
+tunnel), and the outermost VLAN id (0xFFFE = no VLAN tag, as the reference sender writes).
+`AreaPacker`: a block's data area built from whole capture batches (spec §9.3), in C when it can.
+"""
 
 from __future__ import annotations
 
 import struct
+from array import array
 
-__all__ = ["frame_offsets", "VLAN_NOSET"]
+from vmproto.sensor.capture.frames import U32, FrameList
+from vmproto.wire import pbkernel
+from vmproto.wire.pbstore import MAX_CAPLEN, PLUS_SIZE
+
+__all__ = ["AreaPacker", "frame_offsets", "VLAN_NOSET"]
 
 VLAN_NOSET = 0xFFFE
 _U16 = struct.Struct("!H").unpack_from
+_PLUS = struct.Struct("<IIII8sHHhHHBB")
 _VLAN_TPIDS = (0x8100, 0x88A8, 0x9100)
 _IPV4, _IPV6 = 0x0800, 0x86DD
 _ETH_LINKS = (1,)
@@ -18,6 +28,7 @@ _NULL_LINKS = (0, 108)
 _SLL, _SLL2 = 113, 276
 _VXLAN_PORT = 4789
 _MAX_DEPTH = 3
+_MAX_IP_OFFSET = 1000
 
 
 def _ether(frame: bytes, off: int) -> tuple[int, int] | None:
@@ -110,9 +121,103 @@ def frame_offsets(linktype: int, frame: bytes) -> tuple[int, int, int] | None:
         outer = 20
     else:
         return None
-    if len(frame) <= outer or frame[outer] >> 4 not in (4, 6):
+    if len(frame) <= outer or frame[outer] >> 4 not in (4, 6) or outer > _MAX_IP_OFFSET:
+        # The receiver rejects header_ip_offset > 1000 (spec §9.8 row 9): such a frame (hundreds of VLAN tags)
+        # cannot be shipped in a way the central accepts.
         return None
     inner = _inner(frame, outer)
-    if inner > 1000:  # the receiver rejects header_ip_offset > 1000 (spec §9.8)
+    if inner > _MAX_IP_OFFSET:  # the receiver rejects header_ip_offset > 1000 (spec §9.8)
         inner = outer
     return outer, inner, vlan
+
+
+class AreaPacker:
+    """The data area of the block being built (spec §9.3): `plus` header + frame per packet, in one reusable
+    buffer, with the offsets of the headers.
+
+    `pack()` takes frames of a batch until the area reaches `maxsize` (the packet that reaches it is included, as
+    the reference closes a block) or the batch ends; `take()` hands the area and offsets over and starts a new
+    one. The C kernel (vmproto.wire.pbkernel) does the per-packet work when it is available; the Python path
+    below is the reference and gives the same bytes.
+    """
+
+    __slots__ = ("_kernel", "_stats", "area", "count", "maxsize", "offsets", "pos")
+
+    def __init__(self, maxsize: int, *, use_kernel: bool = True) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be positive")
+        self.maxsize = maxsize
+        # One packet may cross maxsize: room for a whole header and a maximal frame beyond it.
+        self.area = bytearray(maxsize + PLUS_SIZE + MAX_CAPLEN)
+        self.offsets = array(U32, bytes(4 * (maxsize // PLUS_SIZE + 1)))
+        self.pos = 0
+        self.count = 0
+        self._kernel = pbkernel.load() if use_kernel else None
+        # frames looked at, no_ip drops, too_big drops, captured bytes taken (running totals)
+        self._stats = array("Q", bytes(32))
+
+    @property
+    def full(self) -> bool:
+        """True once the area reached `maxsize`: the block must be closed."""
+        return self.pos >= self.maxsize
+
+    @property
+    def totals(self) -> tuple[int, int, int, int]:
+        """Running totals: (frames looked at, dropped without IP, dropped too big, captured bytes taken)."""
+        s = self._stats
+        return s[3], s[0], s[1], s[2]
+
+    def pack(self, linktype: int, frames: FrameList, ts_ns: array, orig_len: array, start: int) -> int:
+        """Pack frames from index `start` (ts_ns: array('q'), orig_len: array of u32, same length as `frames`);
+        return the index of the first frame not looked at (len(frames) when the batch is done)."""
+        n = len(frames)
+        k = self._kernel
+        if k is not None:
+            ffi = k.ffi
+            state = ffi.new("uint32_t[2]", [self.pos, self.count])
+            nxt = k.lib.pb_pack(ffi.from_buffer(frames.buffer), ffi.from_buffer("uint32_t[]", frames.starts),
+                                ffi.from_buffer("uint32_t[]", frames.ends), ffi.from_buffer("int64_t[]", ts_ns),
+                                ffi.from_buffer("uint32_t[]", orig_len), start, n, linktype, self.maxsize,
+                                ffi.from_buffer(self.area), state, ffi.from_buffer("uint32_t[]", self.offsets),
+                                state + 1, ffi.from_buffer("uint64_t[]", self._stats))
+            self.pos, self.count = state[0], state[1]
+            return nxt
+        return self._pack_python(linktype, frames, ts_ns, orig_len, start)
+
+    def _pack_python(self, linktype: int, frames: FrameList, ts_ns: array, orig_len: array, start: int) -> int:
+        area, offsets, stats = self.area, self.offsets, self._stats
+        pack_into = _PLUS.pack_into
+        pos, count, maxsize = self.pos, self.count, self.maxsize
+        i, n = start, len(frames)
+        while i < n and pos < maxsize:
+            frame = frames[i]
+            ts, olen = ts_ns[i], orig_len[i]
+            i += 1
+            stats[3] += 1
+            caplen = len(frame)
+            if caplen > MAX_CAPLEN:
+                stats[1] += 1
+                continue
+            got = frame_offsets(linktype, frame)
+            if got is None:
+                stats[0] += 1
+                continue
+            encaps, ip_off, vlan = got
+            sec, ns = divmod(ts, 1_000_000_000)
+            pack_into(area, pos, sec & 0xFFFFFFFF, ns // 1000, caplen, olen, b"", encaps, ip_off, 0, linktype, vlan,
+                      0, 0)
+            area[pos + PLUS_SIZE : pos + PLUS_SIZE + caplen] = frame
+            offsets[count] = pos
+            count += 1
+            pos += PLUS_SIZE + caplen
+            stats[2] += caplen
+        self.pos, self.count = pos, count
+        return i
+
+    def take(self) -> tuple[memoryview, array]:
+        """Return (area, offsets) of the packets packed so far and start an empty area. The memoryview is
+        valid until the next `pack()`: use it (compress or copy it) before packing more."""
+        area = memoryview(self.area)[: self.pos]
+        offsets = self.offsets[: self.count]
+        self.pos = self.count = 0
+        return area, offsets
