@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +85,11 @@ def make_pcap(directory: Path, profile: str = "calls") -> Path:
                         callee_rtp_port=20000 + 2 * i)
         records += [(p.ts_ns, pcapgen.ethernet(p.ip_packet)) for p in generate_call(spec).packets]
     records.sort(key=lambda r: r[0])
-    tmp = path.with_suffix(".tmp")
-    pcapgen.write_pcap(tmp, pcapgen.EN10MB, records)
-    tmp.replace(path)
+    # Cases start in parallel: each writes its own temporary file and renames it (same bytes, last one wins).
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=directory)
+    with os.fdopen(fd, "wb") as out:
+        pcapgen.write_pcap(out, pcapgen.EN10MB, records)
+    os.replace(tmp, path)
     return path
 
 
