@@ -123,6 +123,8 @@ async def test_central_and_two_sensors_counters_move(start_server, tmp_path, nur
     assert value(c, "vmproto_server_sensor_channel_connections", sensor_id="3", channel="service") == 1
     assert value(c, "vmproto_server_sensor_channel_connections", sensor_id="3", channel="packetbuffer_block") == 1
     assert value(c, "vmproto_server_pb_blocks_total") >= 1
+    # The central analyses what it received as if sniffed there (spec §9.13), per sending sensor.
+    assert value(c, "vmproto_server_pb_analysis_packets_total", sensor="3") == n_mirror - 1
     assert value(c, "vmproto_server_received_bytes_total", type="packetbuffer_block") > 0
     assert value(c, "vmproto_server_sent_bytes_total", type="service") > 0
     committed_before = value(c, "vmproto_server_store_messages_committed_total")

@@ -18,6 +18,7 @@ from prometheus_client.core import Metric
 
 from vmproto import __version__
 from vmproto.metrics.families import counter, gauge, token, version_text
+from vmproto.server.pbanalysis import CentralAnalysis
 
 if TYPE_CHECKING:
     from vmproto.server.app import Server
@@ -66,6 +67,14 @@ def _channels_by_sensor(server: Server) -> dict[str, collections.Counter[str]]:
         if key is not None:
             out[key][live.type] += 1
     return out
+
+
+def _central_analysis(server: Server) -> CentralAnalysis | None:
+    sink = getattr(getattr(server, "ctx", None), "sink", None)
+    for candidate in getattr(sink, "sinks", [sink]):
+        if isinstance(candidate, CentralAnalysis):
+            return candidate
+    return None
 
 
 def _mode(channels: collections.Counter[str]) -> str:
@@ -169,6 +178,16 @@ class ServerCollector:
         yield counter(P + "pb_blocks_dropped_total", "Containers not used, by reason.", ["reason"],
                       {("duplicate",): s.pb_duplicates, ("rejected",): s.pb_rejected,
                        ("undecodable",): s.pb_undecodable})
+        analysis = _central_analysis(self.server)
+        per = analysis.per_sensor() if analysis is not None else {}
+        yield counter(P + "pb_analysis_packets_total", "Mirrored packets analysed on the central, by sending sensor.",
+                      ["sensor"], {(k,): v[0] for k, v in per.items()})
+        yield gauge(P + "pb_analysis_calls_active", "Calls open in the central's analysis of mirrored packets.",
+                    ["sensor"], {(k,): v[1] for k, v in per.items()})
+        yield counter(P + "pb_analysis_cdrs_total", "CDRs the central built from mirrored packets and committed.",
+                      ["sensor"], {(k,): v[2] for k, v in per.items()})
+        yield counter(P + "pb_analysis_cdrs_failed_total", "CDRs from mirrored packets the database refused.", (),
+                      analysis.cdrs_failed if analysis is not None else 0)
 
         # database, services, GUI
         yield counter(P + "db_errors_total", "Database errors, by MariaDB/client error number (0: none given).",

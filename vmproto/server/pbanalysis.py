@@ -119,6 +119,10 @@ class CentralAnalysis:
             await self._write(pipe)
         return count
 
+    def per_sensor(self) -> dict[str, tuple[int, int, int]]:
+        """For metrics: sensor label -> (packets analysed, calls open now, CDRs committed)."""
+        return {label: (p.packets, p.analyzer.open_calls, p.cdrs) for label, p in self._pipelines.items()}
+
     async def _write(self, pipe: _Pipeline) -> None:
         while pipe.closed:
             cdr = pipe.closed.pop(0)
