@@ -83,9 +83,15 @@ class SensorSession:
         return await self.wait_until(found, wait, f"connection #{n} of type {kind!r}"
                                      + (" (accepted)" if accepted else ""))
 
-    async def creds(self, conn: Conn, timeout: float = 10.0) -> bytes:
+    @property
+    def busy_allowance(self) -> float:
+        """How long to wait for work the sensor does at its own pace (credentials, the first CDR, a task's
+        output): the start-up allowance, since a loaded machine slows it down as much as a start."""
+        return self.ctx.options.startup + self.ctx.wait(5)
+
+    async def creds(self, conn: Conn) -> bytes:
         """The credentials plaintext of `conn`, waiting for it."""
-        return await self.wait_until(lambda: conn.creds_text, self.ctx.wait(timeout), "the credentials block")
+        return await self.wait_until(lambda: conn.creds_text, self.busy_allowance, "the credentials block")
 
     def check_clean(self) -> None:
         """Fail when the sensor broke a writer rule on any connection of this run."""

@@ -196,7 +196,7 @@ async def shutdown(ctx: SensorContext) -> str:
         conn = await s.conn("service", accepted=True)
         await s.wait_until(lambda: conn.pongs, ctx.wait(2), "the first pong")
         await s.conn("store", accepted=True)
-        await s.wait_until(lambda: s.central.data_msgs(), ctx.wait(10), "the first store message")
+        await s.wait_until(lambda: s.central.data_msgs(), s.busy_allowance, "the first store message")
         await trio.sleep(ctx.t(0.5))
         s.proc.signal(signal.SIGTERM)
         await trio.sleep(ctx.t(1.0))
@@ -275,7 +275,8 @@ async def _task(ctx: SensorContext, s, command: str):  # noqa: ANN001, ANN202
     svc = await s.conn("service", accepted=True)
     await s.wait_until(lambda: svc.pongs, ctx.wait(2), "the first pong")
     task_id = s.central.push_task(command)
-    result = await s.wait_until(lambda: s.central.tasks.get(task_id), ctx.wait(10), f"the output of task {command!r}")
+    result = await s.wait_until(lambda: s.central.tasks.get(task_id), s.busy_allowance,
+                                f"the output of task {command!r}")
     check(not svc.unsolicited, f"task output written on the service connection: {svc.unsolicited[:1]!r}")
     return task_id, result
 

@@ -22,7 +22,8 @@ _MAGICS = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"LZO")
 async def first_msg(ctx: SensorContext, s: SensorSession) -> StoreMsg:
     """Wait for the first store data message."""
     await s.conn("store")
-    return await s.wait_until(lambda: (s.central.data_msgs() or [None])[0], ctx.wait(10), "the first store message")
+    return await s.wait_until(lambda: (s.central.data_msgs() or [None])[0], s.busy_allowance,
+                              "the first store message")
 
 
 def _time_close(text: bytes, what: str) -> None:
