@@ -228,6 +228,21 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def run_queue_s(pid: int) -> float:
+    """Seconds the process's threads waited for a CPU while runnable (/proc/<pid>/task/*/schedstat), 0 when
+    gone: how much of the "waiting" is other processes using the cores."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return 0.0
+    return total / 1e9
+
+
 def run_null_central(config_file: str) -> int:
     """The central with a sink that only counts (child process of `--sink null`); prints the count at exit."""
     import trio
@@ -315,14 +330,15 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
             central = _Pid(child_pid(central_proc.pid))
         wait_log(central_proc, central_log, "server started", 120)
         wait_idle(central.pid)
-        samples: list[tuple[float, float, float]] = []
+        samples: list[tuple[float, float, float, float, float]] = []
         started = time.monotonic()
         sensor = subprocess.Popen(sensor_cmd, cwd=ROOT, stdout=sensor_log.open("wb"), stderr=subprocess.STDOUT)
         sensor_pid = child_pid(sensor.pid) if args.profile else sensor.pid
         status = None
         while status is None:
             now = time.monotonic()
-            samples.append((now, cpu_s(central.pid), cpu_s(sensor_pid)))
+            samples.append((now, cpu_s(central.pid), cpu_s(sensor_pid), run_queue_s(central.pid),
+                            run_queue_s(sensor_pid)))
             pid, status_raw, usage = os.wait4(sensor.pid, os.WNOHANG)
             if pid:
                 status = os.waitstatus_to_exitcode(status_raw)
@@ -331,7 +347,7 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
                 break
             time.sleep(SAMPLE_S)
         ended = time.monotonic()
-        samples.append((ended, cpu_s(central.pid), samples[-1][2]))
+        samples.append((ended, cpu_s(central.pid), samples[-1][2], run_queue_s(central.pid), samples[-1][4]))
         if status != 0:
             raise SystemExit(f"sensor exited {status}; see {sensor_log}:\n{sensor_log.read_text()[-3000:]}")
     finally:
@@ -349,8 +365,8 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
               if samples[i][1] - samples[i - 1][1] > (samples[i][0] - samples[i - 1][0]) / 3]
     if not active:
         raise SystemExit("the central never got busy: nothing was mirrored?")
-    t0, c0, s0 = samples[active[0] - 1]
-    t1, c1, s1 = samples[active[-1]]
+    t0, c0, s0, q0, p0 = samples[active[0] - 1]
+    t1, c1, s1, q1, p1 = samples[active[-1]]
     window = t1 - t0
     if args.sink == "null":
         text = central_log.read_text()
@@ -363,7 +379,8 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
         line = [ln for ln in sensor_log.read_text().splitlines() if "sensor stopped" in ln][-1]
         delivered = int(line.split("packets=")[1].split()[0])
         delivered_bytes = 0
-    return {"window_s": window, "sensor_wall_s": ended - started,
+    return {"window_s": window, "sensor_wall_s": ended - started, "central_runqueue_s": q1 - q0,
+            "sensor_runqueue_s": p1 - p0,
             "central_cpu_window_s": c1 - c0, "sensor_cpu_window_s": s1 - s0,
             "sensor_cpu_total_s": sensor_total_cpu, "delivered_packets": delivered,
             "delivered_bytes": delivered_bytes}
@@ -413,6 +430,9 @@ def main() -> int:
         "central_cpu_window_s": round(got["central_cpu_window_s"], 2),
         "sensor_cpu_share": round(got["sensor_cpu_window_s"] / window, 2),
         "central_cpu_share": round(got["central_cpu_window_s"] / window, 2),
+        "sensor_runqueue_window_s": round(got["sensor_runqueue_s"], 2),
+        "central_runqueue_window_s": round(got["central_runqueue_s"], 2),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "sensor_cpu_total_s": round(got["sensor_cpu_total_s"], 2),
         "packets_per_sensor_cpu_s": round(packets / max(got["sensor_cpu_window_s"], 1e-9)),
         "packets_per_central_cpu_s": round(packets / max(got["central_cpu_window_s"], 1e-9)),

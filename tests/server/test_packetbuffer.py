@@ -147,3 +147,30 @@ async def test_bad_time_in_handshake(server, connect):
     reply = await handshake(client, pb_credentials(when=time.time() - 60))
     assert reply == ev.Refuse("bad time")
     assert await client.closed_by_peer()
+
+
+@pytest.mark.parametrize("hm", [0, 1])
+async def test_spool_records_are_the_same_with_and_without_the_kernel(tmp_path, monkeypatch, hm):
+    """The pcap records the spool writes (one file per link type, ns times, usec carries, orig_len >= caplen)
+    do not depend on whether the C kernel or the Python path wrote them."""
+    from vmproto.server.pbspool import PcapSpool, SensorIdentity
+    from vmproto.wire import pbkernel
+    from vmproto.wire.pbstore import decode_container
+
+    if pbkernel.load() is None:
+        pytest.skip("no C compiler: the kernel path cannot be tested here")
+    builder = ContainerBuilder(hm)
+    for i in range(50):
+        builder.add(1_795_667_230 + i, (i * 37_001) % 1_000_000, bytes([i]) * (60 + i), orig_len=(60 + i) * (i % 2),
+                    dlink=(0, 1, 1, 101)[i % 4])
+    builder.add(4_294_967_295, 2_500_000, b"late" * 20)  # usec >= 10^6 carries, seconds wrap at 32 bits
+    container = decode_container(builder.build(counter=1, dlink=1))
+    files = {}
+    for mode in ("c", "python"):
+        monkeypatch.setenv("VMPROTO_PB_KERNEL", mode)
+        spool = PcapSpool(tmp_path / mode)
+        assert await spool.accept(SensorIdentity(3, "s", "127.0.0.1"), container) == 51
+        await spool.aclose()
+        files[mode] = sorted((p.name.rsplit("-", 1)[1], p.read_bytes()) for p in spool.files())
+    assert [name for name, _ in files["c"]] == ["dlt1.pcap", "dlt101.pcap"]
+    assert files["c"] == files["python"]

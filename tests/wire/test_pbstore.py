@@ -8,8 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vmproto.wire import pbkernel
 from vmproto.wire.compression import PbCompression
+from vmproto.wire.crypto import AesBlockCipher
 from vmproto.wire.errors import LocalProtocolError, RemoteProtocolError
+from vmproto.wire.framing import byte_sum, encode_block
+from vmproto.wire.packetbuffer import PacketbufferClient, _encrypt_frame
 from vmproto.wire.pbstore import (
     HM_PLUS,
     HM_PLUS2,
@@ -25,6 +29,15 @@ from vmproto.wire.pbstore import (
 )
 
 NOW = 1_795_667_292
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def kernel_mode(request, monkeypatch):
+    """Every test here runs on the C kernel and on the pure-Python reference path: same results, same errors."""
+    monkeypatch.setenv("VMPROTO_PB_KERNEL", request.param)
+    if request.param == "c" and pbkernel.load() is None:
+        pytest.skip("no C compiler: the kernel path cannot be tested here")
+    return request.param
 
 
 def _one_packet(**kw):
@@ -265,3 +278,36 @@ def test_count_zero_is_bad_offsets():
     no_sum = bytearray(_one_packet(compress=None, checksum=False))
     struct.pack_into("<I", no_sum, 28, 0)
     assert _reason(bytes(no_sum)) == "bad offsets"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_kernel_sums_equal_the_python_sums(data):
+    got = pbkernel.sums(data)
+    if got is not None:
+        assert got == (byte_sum(data), (sum(b - 256 * (b >= 128) for b in data)) & 0xFFFF)
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 63, 64, 1000, 65_537])
+def test_encrypted_frame_equals_the_generic_encoding(size):
+    key, iv = b"0123456789abcdef", b"fedcba9876543210"
+    payload = bytes((i * 7 + 3) & 0xFF for i in range(size))
+    expected = encode_block(AesBlockCipher(key, iv).encrypt(payload), byte_sum(payload))
+    assert _encrypt_frame(key, iv, payload) == expected
+
+
+def test_prepare_before_the_handshake_is_a_local_error():
+    with pytest.raises(LocalProtocolError):
+        PacketbufferClient().prepare(b"x" * 64)
+
+
+def test_bad_caplen_and_ip_offset_report_the_first_bad_packet():
+    builder = ContainerBuilder()
+    builder.add(1, 0, b"a" * 10)
+    builder.add(1, 0, b"b" * 10, header_ip_offset=1001)
+    builder.add(1, 0, b"c" * 10)
+    payload = bytearray(builder.build(counter=1, compress=None, checksum=False))
+    struct.pack_into("<I", payload, 64 + 4 * 3 + 2 * (PLUS_SIZE + 10) + 8, 70_000)  # third caplen: later packet
+    with pytest.raises(RemoteProtocolError) as err:
+        validate_container(bytes(payload), now=NOW)
+    assert err.value.reason == "bad headers - header_ip_offset = 1001"

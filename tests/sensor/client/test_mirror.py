@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import random
+from array import array
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.conftest import REFERENCE, need_shared
 from tests.sensor.client.central import Central
 from tests.sensor.client.stack import Stack, wait_for
 from vmproto.sensor.capture.batch import PacketBatch
+from vmproto.sensor.capture.frames import U32, FrameList
 from vmproto.sensor.client.mirror import MirrorOptions, MirrorSender
-from vmproto.sensor.client.pktinfo import VLAN_NOSET, frame_offsets
+from vmproto.sensor.client.pktinfo import VLAN_NOSET, AreaPacker, frame_offsets
 from vmproto.testing import pcapgen as g
+from vmproto.wire import pbkernel
 from vmproto.wire.pbstore import checksum32buf, decode_container, peek_header
 
 
@@ -149,4 +153,85 @@ async def test_disk_overflow_delivers_in_order(tmp_path: Path) -> None:
         await wait_for(lambda: mirror.stats.packets_sent == 300)
         assert central.packets() == frames
         assert list(spool.iterdir()) == []
+        nursery.cancel_scope.cancel()
+
+
+def _varied_frames() -> list[bytes]:
+    """Ethernet frames of every shape the header-offset rules distinguish (spec §9.11), plus junk."""
+    rnd = random.Random(11)
+    ip = g.udp4("192.0.2.1", "192.0.2.2", 10000, 20000, g.rtp(1, 160, 0x55, rnd.randbytes(160)))
+    ip6 = g.udp6("2001:db8::1", "2001:db8::2", 5060, 5060, b"OPTIONS")
+    vxlan = g.outer_udp(1234, 4789, b"\x08\x00\x00\x00\x00\x00\x01\x00" + g.ethernet(ip, (7,)))
+    frames = [g.ethernet(ip), g.ethernet(ip6), g.ethernet(ip, (100,)), g.ethernet(ip, (100, 200)),
+              g.ethernet(g.ipip(ip)), g.ethernet(g.ip_in_ipv6(ip)), g.ethernet(g.gre(ip, key=5, seq=9)),
+              g.ethernet(g.gre_teb(ip, vlan=3)), g.ethernet(vxlan), g.ethernet(g.ipip(g.ipip(g.ipip(g.ipip(ip))))),
+              *(g.ethernet(f) for f in g.fragment_v4(g.ipip(ip), 96)),
+              g.ethernet(b"\x00" * 28, ethertype=0x0806), g.ethernet(ip, ethertype=0x8847)[:-1],
+              bytes(14 + 4 * 260), b"\x00" * 5, b"", bytes(70_000)]
+    frames += [rnd.randbytes(rnd.randrange(0, 120)) for _ in range(300)]
+    # Mutations of real frames: every byte of the first 60 set to interesting values.
+    base = g.ethernet(g.gre_teb(ip, vlan=3))
+    for i in range(60):
+        for v in (0x00, 0x08, 0x11, 0x2F, 0x45, 0x65, 0x81, 0x86, 0xFF):
+            frames.append(base[:i] + bytes((v,)) + base[i + 1:])
+    return frames
+
+
+def test_frame_offsets_python_and_kernel_agree() -> None:
+    kernel = pbkernel.load()
+    if kernel is None:
+        pytest.skip("no C compiler: the kernel path cannot be tested here")
+    ffi, lib = kernel.ffi, kernel.lib
+    out = ffi.new("uint32_t[3]")
+    for linktype in (1, 101, 0, 113, 276, 12, 9999):
+        for frame in _varied_frames():
+            if len(frame) > 65535:
+                continue
+            got = lib.pb_offsets(linktype, frame, len(frame), out, out + 1, out + 2)
+            assert (tuple(out) if got else None) == frame_offsets(linktype, frame), (linktype, frame.hex())
+
+
+def test_area_packer_python_and_kernel_give_the_same_bytes() -> None:
+    frames = FrameList.from_frames(_varied_frames())
+    n = len(frames)
+    ts = array("q", [1_795_667_230_123_456_789 + i * 20_000_000 for i in range(n)])
+    ts[3] = -1_500  # before 1970: floor division as in the reference layout
+    orig = array(U32, [len(f) + (i % 3) for i, f in enumerate(frames)])
+    results = []
+    for use_kernel in (True, False):
+        packer = AreaPacker(2048, use_kernel=use_kernel)
+        blocks, i = [], 0
+        while i < n:
+            i = packer.pack(1, frames, ts, orig, i)
+            if packer.full or i >= n:
+                area, offsets = packer.take()
+                blocks.append((bytes(area), offsets.tolist()))
+                area.release()
+        results.append((blocks, packer.totals))
+    if pbkernel.load() is None:
+        return  # both runs took the Python path
+    assert results[0] == results[1]
+    blocks, (seen, no_ip, too_big, taken) = results[0]
+    assert seen == n and too_big == 1 and no_ip > 0 and len(blocks) > 3
+    assert sum(len(o) for _, o in blocks) == n - no_ip - too_big
+
+
+async def test_pipelined_sender_delivers_every_block_confirmed() -> None:
+    """The next block is encrypted while the OK of the current one is awaited; the central still sees every
+    block once, in order, each confirmed."""
+    central = Central()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(central.serve)
+        stack = Stack(port, packetbuffer_sender=True)
+        mirror = MirrorSender(stack.connector, stack.session, MirrorOptions(block_maxsize=4096))
+        nursery.start_soon(mirror.run)
+        frames = _rtp_frames(400)
+        mirror.add_batch(_batch(frames))
+        mirror.flush()
+        await wait_for(lambda: mirror.stats.packets_sent == 400, 10)
+        assert mirror.stats.blocks_built > 10
+        assert mirror.stats.blocks_confirmed == mirror.stats.blocks_sent == mirror.stats.blocks_built
+        assert central.counters() == list(range(1, mirror.stats.blocks_built + 1))
+        assert central.packets() == frames
+        assert all(peek_header(b).require_confirmation == 1 for b in central.pb_blocks)
         nursery.cancel_scope.cancel()
