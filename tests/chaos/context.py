@@ -25,10 +25,11 @@ class Size:
     hostile: int  # hostile connections per kind
     flood_s: float  # how long the hostile phase lasts
     password_rate: int  # wrong-password handshakes per second (attempted)
+    quiet_s: float  # after a fault, stop waiting for CDRs once nothing new landed for this long
 
 
-SHORT = Size("short", calls=400, outage_s=5.0, hostile=100, flood_s=8.0, password_rate=20)
-FULL = Size("full", calls=3000, outage_s=60.0, hostile=1000, flood_s=40.0, password_rate=100)
+SHORT = Size("short", calls=400, outage_s=5.0, hostile=100, flood_s=8.0, password_rate=20, quiet_s=15.0)
+FULL = Size("full", calls=3000, outage_s=60.0, hostile=1000, flood_s=75.0, password_rate=100, quiet_s=75.0)
 
 
 def size_from_env() -> Size:

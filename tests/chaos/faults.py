@@ -28,7 +28,6 @@ __all__ = ["central_kill_during_store", "central_kill_during_mirroring", "mariad
 
 TRIGGER_FRACTION = 0.3  # the fault starts once this share of the expected CDRs is stored
 DRAIN_TIMEOUT = 240.0  # after the fault: how long everything may take to arrive (back-offs up to 60 s)
-QUIET_TIMEOUT = 75.0  # ... but stop waiting once nothing new landed for this long (retry pauses are <= 60 s)
 
 
 class MountUnavailable(Exception):
@@ -46,6 +45,7 @@ class Run:
     sensor: Sensor
     db: Database
     fault_started: float = 0.0
+    sensor_started: bool = False
     notes: dict[str, object] = field(default_factory=dict)
 
 
@@ -54,9 +54,10 @@ Fault = Callable[[Run], Awaitable[None]]
 
 async def _run(ctx: ChaosContext, name: str, fault: Fault, *, mirror: bool = False, seed: int = 1,
                central_kw: dict | None = None, sensor_kw: dict | None = None, server: str = "127.0.0.1",
-               workload: Workload | None = None) -> Figures:
-    """Start central and sensor, wait for TRIGGER_FRACTION of the CDRs, apply `fault` (it returns when the fault
-    has ended), then wait for the rest and count. Raises ChaosError when a process does not start."""
+               workload: Workload | None = None, trigger: float = TRIGGER_FRACTION) -> Figures:
+    """Start central and sensor, wait for `trigger` (share) of the CDRs, apply `fault` (it returns when the fault
+    has ended), then wait for the rest and count. `trigger` 0: the fault starts before the sensor, and starts it
+    (`run.sensor.start(run.workload.pcap)`). Raises ChaosError when a process does not start."""
     wd = ctx.scenario_dir(name)
     wl = workload or make_workload(wd, ctx.size.calls, seed=seed)
     central = Central(wd, ctx.db, ctx.database_name(name), **(central_kw or {}))
@@ -68,8 +69,10 @@ async def _run(ctx: ChaosContext, name: str, fault: Fault, *, mirror: bool = Fal
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_rss, [central, sensor])
             await central.start()
-            sensor.start(wl.pcap)
-            at_fault, _ = await db.wait_count(max(1, int(len(wl.expected) * TRIGGER_FRACTION)), 120)
+            at_fault = 0
+            if trigger > 0:
+                sensor.start(wl.pcap)
+                at_fault, _ = await db.wait_count(max(1, int(len(wl.expected) * trigger)), 120)
             fig.extra["at_fault"] = at_fault
             run.fault_started = time.monotonic()
             await fault(run)
@@ -80,7 +83,7 @@ async def _run(ctx: ChaosContext, name: str, fault: Fault, *, mirror: bool = Fal
             with trio.move_on_after(DRAIN_TIMEOUT):
                 n = before
                 last_change = fault_end
-                while n < len(wl.expected) and time.monotonic() - last_change < QUIET_TIMEOUT:
+                while n < len(wl.expected) and time.monotonic() - last_change < ctx.size.quiet_s:
                     await trio.sleep(0.1)
                     m = await db.cdr_count()
                     if m != n:
@@ -202,18 +205,20 @@ def _fill(directory: Path) -> int:
 
 
 async def disk_full(ctx: ChaosContext) -> Figures:
-    """The sensor's journal and spool live on a small tmpfs; during the store flow it is filled to the last byte
-    for `size.outage_s` seconds, then the filler is deleted."""
+    """The sensor's journal and spool live on a small tmpfs, filled to the last byte before the sensor starts; the
+    sensor runs on the full disk for `size.outage_s` seconds, then the filler is deleted."""
     wd = ctx.scenario_dir("disk-full")
     with small_mount(wd / "small") as mnt:
 
         async def fill(run: Run) -> None:
             run.notes["filled_bytes"] = await trio.to_thread.run_sync(_fill, mnt)
+            run.sensor.start(run.workload.pcap)
             await trio.sleep(run.ctx.size.outage_s)
+            run.notes["stored_while_full"] = await run.db.cdr_count()
             run.notes["sensor_alive_at_end_of_fault"] = int(run.sensor.alive())
             (mnt / "filler").unlink()
 
-        return await _run(ctx, "disk-full", fill, seed=15,
+        return await _run(ctx, "disk-full", fill, seed=15, trigger=0.0,
                           sensor_kw={"journal_dir": mnt / "journal", "spooldir": mnt / "spool", "savesip": "yes"})
 
 
