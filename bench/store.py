@@ -44,6 +44,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.server.client import cached_key  # noqa: E402
 from tests.server.conftest import server_config  # noqa: E402
 from vmproto.server.app import Server  # noqa: E402
 from vmproto.server.db.connection import Connection, ConnectParams  # noqa: E402
@@ -102,7 +103,6 @@ async def _client(port: int, connections: int, concat: int, phases: list[dict], 
     from vmproto.wire import events as ev
     from vmproto.wire.compression import Compression
     from vmproto.wire.store import StoreClient
-    from vmproto.wire.store_msg import StoreMessage
 
     templates = cdr_templates()
     tag = os.getpid()
@@ -123,65 +123,72 @@ async def _client(port: int, connections: int, concat: int, phases: list[dict], 
     pipe.send({"ready": True, "templates": len(templates)})
     for phase in phases:
         pipe.recv()  # the go signal: the server side took its "before" counts
-        rate = phase.get("rate")  # CDRs/s arriving, None = always enough queued (full load)
-        duration = phase["seconds"]
-        latencies: list[float] = []
-        sent = {"messages": 0, "cdrs": 0}
-        queued = 0  # CDRs arrived and not yet sent (open loop)
-        arrived = trio.Condition()
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        end = t0 + duration
-
-        async def arrivals() -> None:
-            nonlocal queued
-            while time.perf_counter() < end:
-                await trio.sleep(0.001)
-                due = int((time.perf_counter() - t0) * rate) - sent["cdrs"] - queued
-                if due > 0:
-                    queued += due
-                    async with arrived:
-                        arrived.notify_all()
-            async with arrived:
-                arrived.notify_all()
-
-        async def sender(client) -> None:
-            nonlocal queued
-            while time.perf_counter() < end:
-                if rate is None:
-                    n = concat
-                else:
-                    async with arrived:
-                        while queued == 0 and time.perf_counter() < end:
-                            await arrived.wait()
-                    n = min(queued, concat)
-                    if n == 0:
-                        break
-                    queued -= n
-                units = tuple(unit() for _ in range(n))
-                msg = StoreMessage(ID_MAIN_CDR, time.strftime("%Y-%m-%d %H:%M:%S"), units, batched=n > 1)
-                t = time.perf_counter()
-                await client.send(ev.StoreQueries(msg))
-                reply = await client.next_event(timeout=300)
-                if reply != ev.StoreOK():
-                    raise SystemExit(f"bench: central replied {reply!r}")
-                latencies.append(time.perf_counter() - t)
-                sent["messages"] += 1
-                sent["cdrs"] += n
-
-        async with trio.open_nursery() as nursery:
-            if rate is not None:
-                nursery.start_soon(arrivals)
-            for client in clients:
-                nursery.start_soon(sender, client)
-        wall = time.perf_counter() - t0
-        lat = sorted(latencies)
-        pipe.send({**sent, "wall": wall, "client_cpu": time.process_time() - cpu0,
-                   "p50_ms": 1000 * statistics.median(lat) if lat else None,
-                   "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
-                   "max_ms": 1000 * lat[-1] if lat else None})
+        pipe.send(await _phase(clients, unit, concat, phase.get("rate"), phase["seconds"]))
     for client in clients:
         await client.close()
+
+
+async def _phase(clients: list, unit, concat: int, rate: float | None, duration: float) -> dict:
+    """Send for `duration` seconds on every connection; `rate` CDRs/s arriving (None: the queue never runs
+    dry, every message carries `concat` CDRs). Returns counts, wall and client CPU time, ack latencies."""
+    from vmproto.wire import events as ev
+    from vmproto.wire.store_msg import StoreMessage
+
+    latencies: list[float] = []
+    sent = {"messages": 0, "cdrs": 0}
+    queued = 0  # CDRs arrived and not yet sent (open loop)
+    arrived = trio.Condition()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    end = t0 + duration
+
+    async def arrivals() -> None:
+        nonlocal queued
+        while time.perf_counter() < end:
+            await trio.sleep(0.001)
+            due = int((time.perf_counter() - t0) * rate) - sent["cdrs"] - queued
+            if due > 0:
+                queued += due
+                async with arrived:
+                    arrived.notify_all()
+        async with arrived:
+            arrived.notify_all()
+
+    async def sender(client) -> None:
+        nonlocal queued
+        while time.perf_counter() < end:
+            if rate is None:
+                n = concat
+            else:
+                async with arrived:
+                    while queued == 0 and time.perf_counter() < end:
+                        await arrived.wait()
+                n = min(queued, concat)
+                if n == 0:
+                    break
+                queued -= n
+            units = tuple(unit() for _ in range(n))
+            msg = StoreMessage(ID_MAIN_CDR, time.strftime("%Y-%m-%d %H:%M:%S"), units, batched=n > 1)
+            t = time.perf_counter()
+            await client.send(ev.StoreQueries(msg))
+            reply = await client.next_event(timeout=300)
+            if reply != ev.StoreOK():
+                raise SystemExit(f"bench: central replied {reply!r}")
+            latencies.append(time.perf_counter() - t)
+            sent["messages"] += 1
+            sent["cdrs"] += n
+
+    async with trio.open_nursery() as nursery:
+        if rate is not None:
+            nursery.start_soon(arrivals)
+        for client in clients:
+            nursery.start_soon(sender, client)
+    wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+    return {**sent, "wall": wall, "client_cpu": time.process_time() - cpu0,
+            "p50_ms": 1000 * statistics.median(lat) if lat else None,
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+            "max_ms": 1000 * lat[-1] if lat else None}
 
 
 # --- physical limits -----------------------------------------------------------------------------------------
@@ -272,9 +279,10 @@ async def count_rows(conn: Connection) -> dict[str, int]:
 
 async def run_durability(params: MariaDBParams, args, durability: int, workdir: Path) -> dict:
     database = f"bench_store_d{durability}"
-    cfg = server_config(params, database, cdr_partition=False, server_rsa_key_pool=2,
+    # One cached RSA key, as the tests use: the key pool's background generation would compete for the CPU.
+    cfg = server_config(params, database, cdr_partition=False, server_rsa_key_pool=0,
                         server_sql_concat_limit=args.concat)
-    server = Server(cfg, sink=PcapSpool(workdir / f"spool{durability}"))
+    server = Server(cfg, key_factory=cached_key, sink=PcapSpool(workdir / f"spool{durability}"))
     result: dict = {"durability": durability, "phases": {}}
     ctx = mp.get_context("spawn")
     async with trio.open_nursery() as nursery:

@@ -4,7 +4,10 @@ Per message: `check` → `OK` or the queue-full JSON; a data message while the i
 `server_sql_queue_limit` (or the database is down) → queue-full JSON, message discarded; otherwise the message
 goes to its id_main's writer and `OK` is sent once the writer committed it (or found it applied before). If the
 commit has not happened within `store_ack_deadline` seconds the sensor gets the queue-full JSON while the
-transaction carries on; its resend is then resolved by the dedup record (applied once either way).
+transaction carries on; its resend is then resolved by the dedup record (applied once either way). A message the
+writer rolled back as a whole (deadlock after the writer's own retries, lock wait, missing privilege, failed COMMIT,
+database gone) also gets the queue-full JSON, never `OK`; a permanent error of one unit drops that unit only and the
+message is acknowledged.
 A malformed message closes the connection without a reply (spec §8.6).
 """
 
