@@ -59,7 +59,7 @@ async def wait_metric(address, predicate, timeout: float = 20.0):  # type: ignor
 
 
 async def test_central_and_two_sensors_counters_move(start_server, tmp_path, nursery):
-    server = await start_server(prometheus_bind="127.0.0.1:0")
+    server = await start_server(prometheus_bind="127.0.0.1:0", default_sink=True)
     assert server.metrics_address is not None
     central = server.metrics_address
 

@@ -58,11 +58,13 @@ async def start_server(mariadb: MariaDBParams, tmp_path, nursery) -> AsyncIterat
 
     free = _FREE_DATABASES.setdefault(mariadb.unix_socket, [])
 
-    async def start(keylog=None, **options: object) -> Server:
+    async def start(keylog=None, default_sink: bool = False, **options: object) -> Server:
+        """`default_sink`: the server's own packet sink (central analysis of mirrored packets, spec §9.13)
+        instead of a raw pcap spool the tests can read back."""
         database = free.pop() if free else f"vmp_srv_{uuid.uuid4().hex[:10]}"
         cfg = server_config(mariadb, database, **options)
-        server = Server(cfg, key_factory=cached_key, sink=PcapSpool(tmp_path / f"spool{len(started)}"),
-                        keylog_path=keylog)
+        sink = None if default_sink else PcapSpool(tmp_path / f"spool{len(started)}")
+        server = Server(cfg, key_factory=cached_key, sink=sink, keylog_path=keylog)
         done = trio.Event()
 
         async def run(*, task_status=trio.TASK_STATUS_IGNORED) -> None:

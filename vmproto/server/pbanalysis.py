@@ -43,6 +43,8 @@ class _Pipeline:
     sensor: SensorIdentity
     decoder: Decoder
     analyzer: CallAnalyzer
+    # One container at a time per sensor (the analysis is stateful); different sensors run in parallel threads.
+    lock: trio.Lock = field(default_factory=trio.Lock)
     closed: list[CdrRecord] = field(default_factory=list)
     last_ts_ns: int = 0  # newest packet time seen
     last_wall: float = 0.0  # wall clock when that packet arrived
@@ -67,7 +69,6 @@ class CentralAnalysis:
         self._on_call_packet = on_call_packet
         self._clock = clock
         self._pipelines: dict[str, _Pipeline] = {}
-        self._lock = trio.Lock()
         self.packets = 0
         self.cdrs_written = 0
         self.cdrs_failed = 0
@@ -97,26 +98,35 @@ class CentralAnalysis:
         return pipe
 
     async def accept(self, sensor: SensorIdentity, container: Container) -> int:
-        """Decode and analyse every packet of `container`; commit the CDRs of calls it closed."""
-        async with self._lock:
-            pipe = self._pipeline(sensor)
-            default_dlink = container.header.dlink
-            batches: dict[int, tuple[list[int], list[bytes]]] = {}
-            for ts, us, _caplen, _length, _encaps, _ipoff, dlink, _vlan, _flags, data in container.iter_packets():
-                ts_list, frames = batches.setdefault(dlink or default_dlink, ([], []))
-                ts_list.append(ts * 1_000_000_000 + us * 1000)
-                frames.append(bytes(data))
-            count = 0
-            for linktype, (ts_list, frames) in batches.items():
-                count += len(frames)
-                for rec in pipe.decoder.decode_batch(linktype, ts_list, frames):
-                    pipe.analyzer.feed(rec)
-                if ts_list:
-                    pipe.last_ts_ns = max(pipe.last_ts_ns, max(ts_list))
+        """Decode and analyse every packet of `container`; commit the CDRs of calls it closed.
+
+        The CPU work runs in a worker thread: a large container must not stall the event loop that answers every
+        other sensor's pings and handshakes (a packetbuffer handshake has a 2 s time check, spec §6)."""
+        pipe = self._pipeline(sensor)
+        async with pipe.lock:
+            count = await trio.to_thread.run_sync(self._analyse, pipe, container)
             pipe.last_wall = self._clock()
             pipe.packets += count
             self.packets += count
             await self._write(pipe)
+        return count
+
+    @staticmethod
+    def _analyse(pipe: _Pipeline, container: Container) -> int:
+        default_dlink = container.header.dlink
+        batches: dict[int, tuple[list[int], list[bytes]]] = {}
+        for ts, us, _caplen, _length, _encaps, _ipoff, dlink, _vlan, _flags, data in container.iter_packets():
+            ts_list, frames = batches.setdefault(dlink or default_dlink, ([], []))
+            ts_list.append(ts * 1_000_000_000 + us * 1000)
+            frames.append(bytes(data))
+        count = 0
+        feed = pipe.analyzer.feed
+        for linktype, (ts_list, frames) in batches.items():
+            count += len(frames)
+            for rec in pipe.decoder.decode_batch(linktype, ts_list, frames):
+                feed(rec)
+            if ts_list:
+                pipe.last_ts_ns = max(pipe.last_ts_ns, max(ts_list))
         return count
 
     def per_sensor(self) -> dict[str, tuple[int, int, int]]:
@@ -141,9 +151,9 @@ class CentralAnalysis:
 
     async def sweep(self, idle_after: float = 5.0) -> None:
         """Advance the packet clock of every sensor idle for `idle_after` s of wall clock, so timers fire."""
-        async with self._lock:
-            now = self._clock()
-            for pipe in self._pipelines.values():
+        for pipe in list(self._pipelines.values()):
+            async with pipe.lock:
+                now = self._clock()
                 if pipe.last_ts_ns and now - pipe.last_wall >= idle_after and pipe.analyzer.open_calls:
                     pipe.analyzer.advance(pipe.last_ts_ns + int((now - pipe.last_wall) * 1e9))
                     await self._write(pipe)
@@ -156,8 +166,8 @@ class CentralAnalysis:
 
     async def aclose(self) -> None:
         """At shutdown: close every open call as a forced stop (bye 110, as the reference at stop) and commit."""
-        async with self._lock:
-            for pipe in self._pipelines.values():
+        for pipe in list(self._pipelines.values()):
+            async with pipe.lock:
                 pipe.analyzer.terminate()
                 with trio.CancelScope(shield=True):
                     await self._write(pipe)
