@@ -45,6 +45,7 @@ class HostileFigures:
     ping_gaps: list[float] = field(default_factory=list)
     ack_latencies: list[float] = field(default_factory=list)
     reconnect_latencies: list[float] = field(default_factory=list)
+    store_error_replies: list[str] = field(default_factory=list)
     store_errors: int = 0
     service_lost: int = 0
     opened: dict[str, int] = field(default_factory=dict)
@@ -70,7 +71,7 @@ class _Wire:
         try:
             await sock.bind((source, 0))
             await sock.connect(("127.0.0.1", port))
-        except OSError:
+        except BaseException:  # also cancellation at the end of the flood: never leak the socket
             sock.close()
             raise
         return cls(trio.SocketStream(sock), machine)
@@ -165,10 +166,12 @@ async def _good_store(port: int, hf: HostileFigures, stop: trio.Event) -> None:
             t0 = time.monotonic()
             await wire.send(ev.StoreQueries(StoreMessage(99, time.strftime("%Y-%m-%d %H:%M:%S"),
                                                          (f"SELECT {i}".encode(),))))
-            if await wire.next_event(timeout=60) == ev.StoreOK():
+            reply = await wire.next_event(timeout=60)
+            if reply == ev.StoreOK():
                 hf.ack_latencies.append(time.monotonic() - t0)
             else:
                 hf.store_errors += 1
+                hf.store_error_replies.append(repr(reply)[:80])
             await trio.sleep(0.1)
     finally:
         await wire.aclose()
@@ -210,11 +213,19 @@ async def _handshake_then_silence(port: int, sources: list[str], hf: HostileFigu
         async with limiter:
             try:
                 wire = await _Wire.open(port, src, StoreClient())
+            except OSError:
+                hf.connect_failed["handshake-silence"] = hf.connect_failed.get("handshake-silence", 0) + 1
+                return
+            try:
                 await wire.send(ev.OpenConnection("store", {}))
                 key = await wire.next_event(timeout=60)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError):
                 hf.connect_failed["handshake-silence"] = hf.connect_failed.get("handshake-silence", 0) + 1
+                await wire.aclose()
                 return
+            except BaseException:  # cancelled at the end of the flood while waiting for the key
+                await wire.aclose()
+                raise
             if isinstance(key, ev.RsaKey):
                 wires.append(wire)  # ... and never send the credentials
 
@@ -403,7 +414,7 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
         cap_accepted=hf.cap_accepted, cap_refused=hf.cap_refused,
         pings=len(hf.ping_gaps), ping_gap_max_s=round(max(hf.ping_gaps, default=0), 2),
         store_acks=len(acks), store_errors=hf.store_errors, service_lost=hf.service_lost,
-        reconnects=len(hf.reconnect_latencies),
+        store_error_replies=hf.store_error_replies[:3], reconnects=len(hf.reconnect_latencies),
         reconnect_max_s=round(max(hf.reconnect_latencies, default=0), 2),
         ack_p50_ms=round(statistics.median(acks) * 1000, 1) if acks else None,
         ack_max_ms=round(acks[-1] * 1000, 1) if acks else None,
