@@ -1,7 +1,8 @@
 """`python -m tests.chaos [--full] [--out DIR] [--json FILE] [SCENARIO ...]`: run the chaos scenarios outside pytest
 and print their figures (the numbers of docs/reliability.md come from `--full`).
 
-Scenarios: central-kill-store, central-kill-mirror, mariadb-outage, network-cut, disk-full, hostile-peers (all by
+Scenarios: central-kill-store, central-kill-mirror, mariadb-outage, network-cut, disk-full, clock-skew,
+hostile-peers (all by
 default). Exit status 0 when every scenario ran (whatever its figures), 1 when one could not run.
 """
 
@@ -20,14 +21,17 @@ from tests.chaos.faults import FAULT_SCENARIOS, MountUnavailable
 from tests.chaos.hostile import hostile_peers
 from tests.chaos.netns import NetnsPair, NetnsUnavailable
 from tests.chaos.procs import ChaosError
+from tests.chaos.skew import clock_skew
 from vmproto.testing.mariadb import MariaDBConfig, MariaDBServer
 
-ALL = [*FAULT_SCENARIOS, "hostile-peers"]
+ALL = [*FAULT_SCENARIOS, "clock-skew", "hostile-peers"]
 
 
 async def _one(ctx: ChaosContext, name: str):  # type: ignore[no-untyped-def]
     if name == "hostile-peers":
         return await hostile_peers(ctx)
+    if name == "clock-skew":
+        return await clock_skew(ctx)
     if name == "network-cut":
         with NetnsPair.create() as net:
             return await FAULT_SCENARIOS[name](ctx, net)

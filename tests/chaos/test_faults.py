@@ -17,6 +17,7 @@ from tests.chaos.faults import (
 )
 from tests.chaos.figures import Figures
 from tests.chaos.netns import NetnsPair, NetnsUnavailable
+from tests.chaos.skew import clock_skew
 
 
 def _report(fig: Figures) -> Figures:
@@ -74,3 +75,13 @@ async def test_disk_full_on_journal_and_spool(chaos: ChaosContext):
         pytest.skip(f"cannot mount a small file system: {exc}")
     assert fig.extra["sensor_alive_at_end_of_fault"] == 1, fig.line()
     _no_loss(fig)
+
+
+async def test_clock_skew_beyond_the_time_checks(chaos: ChaosContext):
+    fig = await clock_skew(chaos)
+    print(fig.line())
+    x = fig.extra
+    assert x["ahead_reply"].startswith("StoreError(") and "client time is too greater" in x["ahead_reply"], fig.line()
+    assert x["ahead_closed"] == 1 and x["fixed_ok"] == x["resend_ok"] == x["behind_ok"] == 1, fig.line()
+    assert (fig.lost, fig.duplicated) == (0, 0), fig.line()
+    assert not x["pb_skewed_handshake"].startswith("HandshakeOK"), fig.line()
