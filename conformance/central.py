@@ -255,7 +255,7 @@ class Central:
         self._counter = 0
         self._handshakes: dict[str, int] = {}
         self._data_counts: dict[str, int] = {}
-        self._drop: trio.Event = trio.Event()
+        self._drop_scope: trio.CancelScope | None = None
         self._scopes: dict[tuple[str, int], trio.CancelScope] = {}
 
     # --- listening ----------------------------------------------------------------------------------------------
@@ -409,22 +409,20 @@ class Central:
         if not await self._result(conn, reply):
             return
         self._service = conn
-        self._drop = trio.Event()
         send, receive = trio.open_memory_channel[bytes](100)
         self._push = send
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._drop_watch, nursery.cancel_scope, self._drop)
+            # No nursery here: an error of the loop must reach _handle as itself, not inside an ExceptionGroup.
+            with trio.CancelScope() as scope:
+                self._drop_scope = scope
                 await self._service_loop(conn, receive)
-                nursery.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                conn.end = "dropped by the suite"
         finally:
             if self._service is conn:
                 self._service = None
                 self._push = None
-
-    async def _drop_watch(self, scope: trio.CancelScope, event: trio.Event) -> None:
-        await event.wait()
-        scope.cancel()
+                self._drop_scope = None
 
     async def _service_loop(self, conn: Conn, pushes: trio.MemoryReceiveChannel[bytes]) -> None:
         s = self.script
@@ -490,7 +488,8 @@ class Central:
 
     def drop_service(self) -> None:
         """Close the live service connection (as a central crash or restart would)."""
-        self._drop.set()
+        if self._drop_scope is not None:
+            self._drop_scope.cancel()
 
     # store ----------------------------------------------------------------------------------------------------
     async def _store_conn(self, conn: Conn) -> None:

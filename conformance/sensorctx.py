@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .central import Central, Conn, Script
+from .central import Central, Conn, Script, rsa_key
 from .model import CaseFailed, skip
 from .sensorproc import SensorProcess, expand_command, make_pcap, write_config
 from .specdata import Spec
@@ -168,6 +168,8 @@ class SensorContext:
         base = self.base_dir()
         workdir = Path(tempfile.mkdtemp(prefix="case-", dir=base))
         capture = await trio.to_thread.run_sync(make_pcap, base, pcap)
+        for bits in (2048, 4096):
+            await rsa_key(bits)  # generated once per run, before any sensor timing starts
         central = Central(Script(**{"password": opts.password, **script}), scale=opts.time_scale)
         hosts = hosts or (opts.host,)
         up = hosts if up is None else up

@@ -218,7 +218,8 @@ async def shutdown(ctx: SensorContext) -> str:
 async def bad_password(ctx: SensorContext) -> None:
     window = max(ctx.t(6), 4.0)
     async with ctx.session(password="not-the-sensors-password") as s:
-        await s.conn("service")
+        await s.wait_until(lambda: any(c.result == b"bad password" for c in s.central.conns), s.busy_allowance,
+                           "the first refused handshake")
         start = trio.current_time()
         await trio.sleep(window)
         refused = [c for c in s.central.conns if c.result == b"bad password"]
