@@ -25,17 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 OUR_SENSOR = f"{sys.executable} -m vmproto.sensor --config-file {{workdir}}/sensor.conf -r {{pcap}} --stay"
 
 # Cases our sensor fails today (id -> reason). The run asserts they still fail, so a fix shows up here.
-KNOWN_BAD = {
-    "sensor-receiver-timeout": "vmproto.sensor reads client_server_receiver_timeout into its config but RemoteClient "
-                               "never passes it to Timings, so a silent central is noticed after 30 s, not after the "
-                               "configured time",
-}
+KNOWN_BAD: dict[str, str] = {}
 # Cases that cannot apply to our sensor (id -> reason); they must report SKIP.
-NOT_APPLICABLE = {
-    "sensor-query-end-uncompressed": "vmproto.sensor opens no query connection (no remote sensor_config read)",
-    "sensor-query-compression": "as above",
-    "sensor-pb-query-gzip": "as above",
-}
+NOT_APPLICABLE: dict[str, str] = {}
 
 
 def _ctx(command: str = OUR_SENSOR, **kw) -> SensorContext:

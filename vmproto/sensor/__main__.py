@@ -18,6 +18,7 @@ import trio
 from vmproto import config, logs
 from vmproto.keylog import KeyLog
 from vmproto.sensor.app import SensorApp, SensorSetupError
+from vmproto.sensor.remote import RemoteSetupError, apply_sensor_config, client_mode, fetch_sensor_config
 from vmproto.server.db.errors import DatabaseError
 
 log = logging.getLogger("vmproto.sensor")
@@ -50,7 +51,7 @@ def _startup_failures(exc: BaseException) -> list[str] | None:
     for e in leaves:
         if isinstance(e, DatabaseError):
             messages.append(f"database: {e.message}")
-        elif isinstance(e, (SensorSetupError, OSError)):
+        elif isinstance(e, (SensorSetupError, RemoteSetupError, OSError)):
             messages.append(str(e))
         else:
             return None
@@ -78,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.keylog is not None:
             keylog = KeyLog(args.keylog)
+        if client_mode(cfg) and cfg.get("mysqlloadconfig", True):
+            # As a reference sensor: the configuration row in the central's database overrides the file.
+            apply_sensor_config(cfg, trio.run(fetch_sensor_config, cfg))
         app = SensorApp(cfg, replay=args.replay, keylog=keylog, stay=args.stay)
         report = trio.run(app.run)
-    except (SensorSetupError, DatabaseError, OSError, BaseExceptionGroup) as exc:
+    except (SensorSetupError, RemoteSetupError, DatabaseError, OSError, BaseExceptionGroup) as exc:
         messages = _startup_failures(exc)
         if messages is None:
             raise

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from vmproto.config import ConfigError
 from vmproto.logs import log_event
 from vmproto.sensor.capture.batch import PacketBatch
 from vmproto.sensor.client.cdrsink import StoreCdrSink
@@ -28,6 +29,7 @@ from vmproto.sensor.client.connector import Connector, parse_destinations
 from vmproto.sensor.client.errors import ClientError
 from vmproto.sensor.client.journal import Journal
 from vmproto.sensor.client.mirror import MirrorOptions, MirrorSender
+from vmproto.sensor.client.query import load_sensor_config
 from vmproto.sensor.client.responses import ResponsesSender
 from vmproto.sensor.client.service import ServiceClient
 from vmproto.sensor.client.session import SensorIdentity, SessionState
@@ -37,7 +39,7 @@ from vmproto.sensor.client.timings import Timings
 from vmproto.sensor.manager.commands import CommandContext, execute
 from vmproto.wire.compression import PbCompression
 
-__all__ = ["RemoteClient", "RemoteSetupError", "client_mode"]
+__all__ = ["RemoteClient", "RemoteSetupError", "apply_sensor_config", "client_mode", "fetch_sensor_config"]
 
 log = logging.getLogger("vmproto.sensor.remote")
 
@@ -74,6 +76,56 @@ def _mirror_options(cfg: Any, ifname: str) -> MirrorOptions:
     )
 
 
+# Options a sensor needs to reach its central: a configuration row in the central's database cannot change them.
+_LOCAL_ONLY = frozenset({"server_destination", "server_destination_port", "server_password", "id_sensor",
+                         "mysqlloadconfig"})
+
+
+async def fetch_sensor_config(cfg: Any, timeout: float = 20.0) -> dict[str, str]:
+    """The sensor's `sensor_config` row, read through the central's `query` channel at start-up, as a reference
+    sensor does with `mysqlloadconfig = yes` (its first connection, gzip before the service handshake). Returns
+    option → value ({} when there is no row, or when the central cannot be reached within `timeout`: the sensor
+    then runs on its file configuration and says so)."""
+    try:
+        connector = Connector(parse_destinations(str(cfg.get("server_destination", ""))),
+                              int(cfg.get("server_destination_port", 60024)),
+                              Timings(connect_timeout=float(cfg.get("connect_timeout", 10))))
+    except (ClientError, ValueError) as exc:
+        raise RemoteSetupError(f"server_destination: {exc}") from None
+    session = SessionState(identity=SensorIdentity(id_sensor=int(cfg.get("id_sensor", -1)),
+                                                   password=str(cfg.get("server_password", ""))))
+    with trio.move_on_after(timeout):
+        try:
+            return await load_sensor_config(connector, session)
+        except ClientError as exc:
+            log_event(log, logging.WARNING, "sensor_config not read from the central; using the file",
+                      error=str(exc))
+            return {}
+    log_event(log, logging.WARNING, "sensor_config not read from the central in time; using the file",
+              seconds=timeout)
+    return {}
+
+
+def apply_sensor_config(cfg: Any, options: dict[str, str]) -> list[str]:
+    """Override `cfg` with the database row (registered options only, never those in _LOCAL_ONLY). Returns the
+    names applied; values that do not parse are logged and skipped."""
+    applied = []
+    for name, value in options.items():
+        if name in _LOCAL_ONLY:
+            continue
+        try:
+            cfg.set(name, value)
+        except KeyError:
+            continue  # a column that is not a sensor option (or not one vmproto knows)
+        except ConfigError as exc:
+            log_event(log, logging.WARNING, "sensor_config value ignored", option=name, error=str(exc))
+            continue
+        applied.append(name)
+    if applied:
+        log_event(log, logging.INFO, "sensor_config applied", options=",".join(sorted(applied)))
+    return applied
+
+
 class _ManagerCommands:
     """Adapts the manager commands (`execute(line, out, ctx)`) to the task runner's `runner(command, out)`."""
 
@@ -91,8 +143,11 @@ class RemoteClient:
         self.cfg = cfg
         try:
             destinations = parse_destinations(str(cfg.get("server_destination", "")))
+            # client_server_receiver_timeout: how long the service waits for the central (0 = the default 30 s).
+            receive_timeout = float(cfg.get("client_server_receiver_timeout", 0) or 30)
             timings = Timings(connect_timeout=float(cfg.get("connect_timeout", 10)),
-                              service_stop_grace=float(cfg.get("service_stop_grace", 7)))
+                              service_stop_grace=float(cfg.get("service_stop_grace", 7)),
+                              service_receive_timeout=receive_timeout)
             self.connector = Connector(destinations, int(cfg.get("server_destination_port", 60024)), timings)
         except (ClientError, ValueError, TypeError) as exc:
             raise RemoteSetupError(f"server_destination: {exc}") from None
