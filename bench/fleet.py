@@ -112,6 +112,11 @@ class ClientStats:
     def inside(self, t: float) -> bool:
         return self.window[0] <= t < self.window[1]
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (Counters as plain dicts; dataclasses.asdict would turn them into pair counts)."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Counter) else
+                         list(v) if isinstance(v, tuple) else v) for f in dataclasses.fields(self)}
+
 
 async def _client_main(spec: dict[str, Any]) -> None:
     import trio
@@ -293,7 +298,7 @@ async def _client_main(spec: dict[str, Any]) -> None:
                 sensors.start_soon(sensor, i)
         nursery.cancel_scope.cancel()
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    out = {k: (dict(v) if isinstance(v, Counter) else v) for k, v in dataclasses.asdict(stats).items()}
+    out = stats.to_json()
     out.update(event="result", cpu_s=(ru.ru_utime + ru.ru_stime) - (ru0.ru_utime + ru0.ru_stime),
                maxrss_MB=ru.ru_maxrss / 1024)
     say(out)
@@ -578,7 +583,17 @@ def run_fleet(run: BenchRun, sensors: int, seconds: float, clients: int, cdr_int
             if central.proc.poll() is not None:
                 raise BenchError(f"the central exited during the window:\n{central.tail()}")
             time.sleep(0.5)
-        results = [_read_json_line(p, 60 + 0.02 * sensors, "its result") for p in procs]
+        results, lost = [], []
+        for proc in procs:
+            try:
+                results.append(_read_json_line(proc, 60 + 0.02 * sensors, "its result"))
+            except BenchError as exc:  # the others' figures still stand; the run says what is missing
+                lost.append(str(exc))
+        if not results:
+            raise BenchError(f"no client process reported: {lost}")
+        if lost:
+            print(f"warning: {len(lost)} client process(es) reported nothing: {lost}", file=sys.stderr)
+            run.extra["clients_without_result"] = lost
         window_log = central.log_slice(log_before, log_end)
         for proc in procs:
             proc.wait(30)

@@ -51,3 +51,16 @@ def test_profile_top_counts_own_and_inclusive_samples():
     collapsed = "run (a.py:1);work (b.py:2) 5\nrun (a.py:1);work (b.py:9) 2\nrun (a.py:4) 1\nnot a line\n"
     assert profile_top(collapsed) == [("work (b.py)", 7, 7), ("run (a.py)", 1, 8)]
     assert profile_top("") == []
+
+
+def test_client_stats_serialise_counters_as_dicts():
+    import json
+
+    from bench.fleet import ClientStats
+
+    stats = ClientStats(window=(1.0, 2.0))
+    stats.service_lost["pong timeout (window)"] += 2
+    stats.ping_lateness.append(0.003)
+    doc = json.loads(json.dumps(stats.to_json()))
+    assert doc["service_lost"] == {"pong timeout (window)": 2}
+    assert doc["window"] == [1.0, 2.0] and doc["ping_lateness"] == [0.003] and doc["connect_failed"] == {}
