@@ -28,7 +28,7 @@ class Size:
     quiet_s: float  # after a fault, stop waiting for CDRs once nothing new landed for this long
 
 
-SHORT = Size("short", calls=300, outage_s=5.0, hostile=100, flood_s=8.0, password_rate=20, quiet_s=10.0)
+SHORT = Size("short", calls=250, outage_s=5.0, hostile=100, flood_s=6.0, password_rate=20, quiet_s=8.0)
 FULL = Size("full", calls=3000, outage_s=60.0, hostile=1000, flood_s=75.0, password_rate=100, quiet_s=75.0)
 
 

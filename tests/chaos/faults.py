@@ -93,7 +93,7 @@ async def _run(ctx: ChaosContext, name: str, fault: Fault, *, mirror: bool = Fal
                     n = m
                 if n >= len(wl.expected):
                     fig.drain_s = round(time.monotonic() - fault_end, 1)
-            await trio.sleep(2.0)  # late duplicates would land now
+            await trio.sleep(1.0)  # late duplicates would land now
             count_cdrs(fig, wl.expected, await db.cdr_names(), before_fault_end=before)
             fig.extra.update(run.notes)
             await sensor.stop()

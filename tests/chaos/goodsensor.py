@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
         return 2
     hf = trio.run(_main, int(argv[0]), float(argv[1]))
     print(json.dumps({"ping_gaps": hf.ping_gaps, "ack_latencies": hf.ack_latencies,
-                      "reconnect_latencies": hf.reconnect_latencies, "store_errors": hf.store_errors,
+                      "reconnect_latencies": hf.reconnect_latencies,
+                      "reconnect_failures": hf.reconnect_failures, "store_errors": hf.store_errors,
                       "service_lost": hf.service_lost, "store_error_replies": hf.store_error_replies}))
     return 0
 

@@ -49,6 +49,7 @@ class HostileFigures:
     ping_gaps: list[float] = field(default_factory=list)
     ack_latencies: list[float] = field(default_factory=list)
     reconnect_latencies: list[float] = field(default_factory=list)
+    reconnect_failures: int = 0
     store_error_replies: list[str] = field(default_factory=list)
     store_errors: int = 0
     service_lost: int = 0
@@ -339,7 +340,7 @@ async def _good_reconnects(port: int, hf: HostileFigures, stop: trio.Event) -> N
             finally:
                 await wire.aclose()
         except (OSError, trio.BrokenResourceError, trio.TooSlowError):
-            hf.store_errors += 1
+            hf.reconnect_failures += 1
         await trio.sleep(2.0)
 
 
@@ -375,6 +376,16 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
                 stdout=subprocess.PIPE, cwd=str(Path(__file__).resolve().parents[2]))
             await trio.sleep(1.0)
             flood_start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            # Outside the flood's deadline: the pong wait must be observed even when the flood phase is short.
+            never_pong_done = trio.Event()
+
+            async def never_pong() -> None:
+                try:
+                    await _never_pong(central.port, hf)
+                finally:
+                    never_pong_done.set()
+
+            nursery.start_soon(never_pong)
             t0 = time.monotonic()
             async with trio.open_nursery() as flood:
                 # The flood phase lasts flood_s; attempts still waiting then (e.g. for an RSA key) are abandoned.
@@ -393,11 +404,12 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
                                                   trio.CapacityLimiter(100), held["handshake-silence"])
 
                 flood.start_soon(silence)
-                flood.start_soon(_never_pong, central.port, hf)
                 flood.start_soon(_gui_never_reads, central.port, 5, max(2, size.hostile // 50), gui_wires)
                 flood.start_soon(_wrong_passwords, central.port, hf, size.password_rate, size.flood_s)
             fig.extra["flood_s"] = round(time.monotonic() - t0, 1)
             held["gui-no-read"] = gui_wires
+            with trio.move_on_after(60):
+                await never_pong_done.wait()
             for kind, wires in held.items():
                 closed = 0
                 for w in wires:
@@ -413,6 +425,7 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
             measured = json.loads(output or b"{}")
             hf.ping_gaps, hf.ack_latencies = measured.get("ping_gaps", []), measured.get("ack_latencies", [])
             hf.reconnect_latencies = measured.get("reconnect_latencies", [])
+            hf.reconnect_failures = measured.get("reconnect_failures", 0)
             hf.store_errors, hf.service_lost = measured.get("store_errors", 1), measured.get("service_lost", 1)
             hf.store_error_replies = measured.get("store_error_replies", [])
             gui_alive = gui_sensor.alive()
@@ -440,6 +453,7 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
         pings=len(hf.ping_gaps), ping_gap_max_s=round(max(hf.ping_gaps, default=0), 2),
         store_acks=len(acks), store_errors=hf.store_errors, service_lost=hf.service_lost,
         store_error_replies=hf.store_error_replies[:3], reconnects=len(hf.reconnect_latencies),
+        reconnect_failures=hf.reconnect_failures,
         reconnect_max_s=round(max(hf.reconnect_latencies, default=0), 2),
         ack_p50_ms=round(statistics.median(acks) * 1000, 1) if acks else None,
         ack_max_ms=round(acks[-1] * 1000, 1) if acks else None,
