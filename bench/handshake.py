@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                         r = result[kind]
                         print(f"  {kind:8s} {r['n']:4d} handshakes: {r['per_s']:8.1f}/s  p50 {r['p50_ms']:8.1f} ms  "
                               f"p99 {r['p99_ms']:8.1f} ms")
-                        run.figure(f"{kind}_{tag}_per_s", r["per_s"], "per s", limit=f"rsa{bits}_keygen",
+                        # Key generation bounds only the no-pool case; with a warm pool it is off the path.
+                        run.figure(f"{kind}_{tag}_per_s", r["per_s"], "per s",
+                                   limit=f"rsa{bits}_keygen" if pool_size == 0 else None,
                                    note=f"{r['n']} sequential handshakes")
                         run.figure(f"{kind}_{tag}_p50_ms", r["p50_ms"], "ms")
                         run.figure(f"{kind}_{tag}_p99_ms", r["p99_ms"], "ms")
