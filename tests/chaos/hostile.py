@@ -386,6 +386,16 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
                     never_pong_done.set()
 
             nursery.start_soon(never_pong)
+            # Also outside: attempts stop after flood_s, but those in flight get their answer (or 30 s timeout).
+            passwords_done = trio.Event()
+
+            async def wrong_passwords() -> None:
+                try:
+                    await _wrong_passwords(central.port, hf, size.password_rate, size.flood_s)
+                finally:
+                    passwords_done.set()
+
+            nursery.start_soon(wrong_passwords)
             t0 = time.monotonic()
             async with trio.open_nursery() as flood:
                 # The flood phase lasts flood_s; attempts still waiting then (e.g. for an RSA key) are abandoned.
@@ -405,11 +415,11 @@ async def hostile_peers(ctx: ChaosContext) -> Figures:
 
                 flood.start_soon(silence)
                 flood.start_soon(_gui_never_reads, central.port, 5, max(2, size.hostile // 50), gui_wires)
-                flood.start_soon(_wrong_passwords, central.port, hf, size.password_rate, size.flood_s)
             fig.extra["flood_s"] = round(time.monotonic() - t0, 1)
             held["gui-no-read"] = gui_wires
             with trio.move_on_after(60):
                 await never_pong_done.wait()
+                await passwords_done.wait()
             for kind, wires in held.items():
                 closed = 0
                 for w in wires:
