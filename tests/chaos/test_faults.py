@@ -64,10 +64,6 @@ async def test_network_cut_and_restored(chaos: ChaosContext):
     _no_loss(fig)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ENOSPC on the store journal kills the sensor: Journal.append raises JournalError out of StoreClient._former "
-    "(vmproto/sensor/client/store.py) and the sensor exits with a traceback, losing every CDR not yet journaled "
-    "instead of applying back-pressure until the disk has room again (spec §8.10.1)"))
 async def test_disk_full_on_journal_and_spool(chaos: ChaosContext):
     try:
         fig = _report(await disk_full(chaos))

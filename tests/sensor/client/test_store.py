@@ -160,3 +160,54 @@ async def test_wait_idle_does_not_return_while_a_unit_is_being_journaled(tmp_pat
         assert scope.cancelled_caught, "wait_idle returned with an unacknowledged unit"
         assert client.unacked == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_full_journal_disk_holds_cdrs_until_it_can_write(tmp_path: Path, monkeypatch) -> None:
+    """Regression (chaos disk-full): ENOSPC on the journal killed the sensor and lost every CDR. Now the store
+    client waits (spec §8.10.1 back-pressure), then journals and delivers everything; a failed ACK write does not
+    keep a delivered message alive either."""
+    import errno
+
+    from vmproto.sensor.client.errors import JournalError
+
+    central = Central(ping_interval=0.1)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(central.serve)
+        stack = Stack(port, tmp_path)
+        await nursery.start(stack.run)
+        await stack.session.accepted.wait()
+        journal = stack.store.journal
+        real_append, real_write, real_ack = journal.append, journal._write, journal.ack
+        refusals = {"append": 3}
+        acking = []
+
+        def full_disk_append(messages, now=None):
+            if refusals["append"] > 0:
+                refusals["append"] -= 1
+                raise JournalError("journal append failed: No space left on device")
+            return real_append(messages, now)
+
+        def full_disk_write(data):
+            if acking:  # the disk is still full for the ACK records
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(data)
+
+        def ack(seq):
+            acking.append(seq)
+            try:
+                return real_ack(seq)
+            finally:
+                acking.pop()
+
+        monkeypatch.setattr(journal, "append", full_disk_append)
+        monkeypatch.setattr(journal, "_write", full_disk_write)
+        monkeypatch.setattr(journal, "ack", ack)
+        sent = [f"INSERT INTO cdr VALUES ({i});\n".encode() for i in range(5)]
+        for unit in sent:
+            await stack.store.submit(10, unit)
+        # Three refusals: the retry waits 1 + 2 + 4 s before the append goes through.
+        await wait_for(lambda: stack.store.unacked == 0, timeout=30)
+        assert [q for r in central.store for q in r.queries] == sent
+        assert stack.store.stats.journal_write_failures == 3
+        assert journal.finish_write_failures >= 1
+        nursery.cancel_scope.cancel()

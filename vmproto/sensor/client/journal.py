@@ -152,6 +152,9 @@ class Journal:
         self.report = ReplayReport()
         self.appended = 0
         self.acked = 0
+        # ACK/dead-letter records that could not be written (disk full): the message is done in this process; a
+        # restart before the next successful write may resend it, which the central's dedup absorbs (spec §8.10).
+        self.finish_write_failures = 0
         self.dead_lettered = 0
 
     # ----------------------------------------------------------------------------------------------- open/close
@@ -337,11 +340,16 @@ class Journal:
         item = self._entries.get(seq)
         if item is None:
             return
+        assert self._active is not None
+        start = self._active.size
         try:
             self._write(_encode(kind, seq, item[1].id_main, 0.0, b""))
-        except OSError as exc:
-            raise JournalError(f"journal write failed: {exc.strerror}") from None
-        self._unsynced = True
+            self._unsynced = True
+        except OSError:
+            # Never lose track of a finished message because the disk is full: undo the partial record, count it,
+            # and drop the message from the live set anyway (see finish_write_failures).
+            self._truncate_active(start)
+            self.finish_write_failures += 1
         self._drop_live(seq)
         self._release_prefix()
         self._compact_oldest()

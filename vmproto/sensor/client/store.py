@@ -17,6 +17,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -84,6 +85,7 @@ class StoreStats:
     connections: int = 0
     connection_failures: int = 0
     replayed: int = 0
+    journal_write_failures: int = 0
 
 
 class _Sender:
@@ -185,8 +187,7 @@ class StoreClient:
                     while not self.journal.has_room(sum(len(b) for _i, b in messages)):
                         # Back-pressure (spec §8.10.1): wait for acknowledgements instead of dropping anything.
                         await trio.sleep(0.05)
-                    async with self._journal_lock:
-                        entries = await trio.to_thread.run_sync(self.journal.append, messages)
+                    entries = await self._append_until_written(messages)
                     self.stats.messages_formed += len(entries)
                     for entry in entries:
                         self._sender_for(entry.id_main).push(entry)
@@ -194,6 +195,22 @@ class StoreClient:
                     self._forming -= len(messages)
                 async with self._room:
                     self._room.notify_all()
+
+    async def _append_until_written(self, messages: list[tuple[int, bytes]]) -> list[Any]:
+        """Journal `messages`; while the disk refuses (full, read-only), wait and retry instead of dropping them or
+        dying (spec §8.10.1: back-pressure, never loss). Call processing waits meanwhile (the queue is bounded)."""
+        delay = 1.0
+        while True:
+            try:
+                async with self._journal_lock:
+                    return await trio.to_thread.run_sync(self.journal.append, messages)
+            except JournalError as exc:
+                self.stats.journal_write_failures += 1
+                if self.stats.journal_write_failures == 1 or self.stats.journal_write_failures % 60 == 0:
+                    log_event(log, logging.ERROR, "store journal cannot be written; holding CDRs until it can",
+                              error=str(exc), failures=self.stats.journal_write_failures)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _form_messages(self) -> list[tuple[int, bytes]]:
         """Cut everything pending into messages (spec §8.11): one unit → single; several and a limit > 1 →
