@@ -3,8 +3,6 @@ One flood per session; the tests read its figures (run with -s to see them)."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.chaos.context import ChaosContext
 from tests.chaos.figures import Figures
 from tests.chaos.hostile import hostile_peers
@@ -42,11 +40,6 @@ async def test_caps_and_timeouts_apply(chaos: ChaosContext):
     assert x["wrong_password_refused"] == x["wrong_password_answered"] > 0, fig.line()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "log lines are not rate-limited for unauthenticated connections: `connection accepted` / `connection closed` "
-    "(vmproto/server/handlers/dispatch.py) are logged at INFO for every store/service connection before the "
-    "password is checked, so a wrong-password flood writes >= 2 lines per attempt; only `handshake refused` and "
-    "the pre-dispatch lines go through log_hostile (spec §17.4)"))
 async def test_log_lines_are_rate_limited_under_flood(chaos: ChaosContext):
     fig = await _flood(chaos)
     x = fig.extra

@@ -198,8 +198,8 @@ class ServerCollector:
         yield gauge(P + "gui_tasks_pending", "GUI tasks waiting for their sensor.", (),
                     len(self.server.registry.tasks))
         if ctx is not None:
-            yield counter(P + "log_lines_suppressed_total", "Log lines about possibly hostile peers suppressed "
-                          "by the rate limiter.", (), ctx.hostile.suppressed)
+            yield counter(P + "log_lines_suppressed_total", "Log lines about possibly hostile peers or per-connection events suppressed "
+                          "by the rate limiters.", (), ctx.hostile.suppressed + ctx.connection_lines.suppressed)
 
 
 def server_status(server: Server) -> dict[str, Any]:

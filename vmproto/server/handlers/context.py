@@ -159,6 +159,9 @@ class ServerContext:
     pb_last: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     live: dict[int, LiveConnection] = field(default_factory=dict)
     hostile: RateLimiter = field(default_factory=lambda: RateLimiter(per_second=1 / 60, burst=5))
+    # Per-connection lines happen before authentication, so their rate is the peer's to choose (spec §17.4): far
+    # above what a sensor does (a handful of connections at start, then one now and then), far below a flood.
+    connection_lines: RateLimiter = field(default_factory=lambda: RateLimiter(per_second=2.0, burst=20))
     _conn_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def next_conn_id(self) -> int:
@@ -167,6 +170,12 @@ class ServerContext:
     def opt(self, name: str, default: Any) -> Any:
         """An option value; `default` for options the registry does not know (vmproto-only knobs)."""
         return self.cfg.get(name, default)
+
+    def log_connection(self, peer_ip: str, level: int, event: str, **kv: Any) -> None:
+        """Log a per-connection line (accepted / closed), rate-limited per address; suppressed lines are counted
+        in `connection_lines.suppressed`."""
+        if log.isEnabledFor(level) and self.connection_lines.allow(peer_ip, time.monotonic()):
+            log_event(log, level, event, **kv)
 
     def log_hostile(self, peer_ip: str, event: str, **kv: Any) -> None:
         """Log a line caused by a possibly hostile peer, at most a few per minute per (address, event)."""

@@ -64,8 +64,8 @@ async def _serve(ctx: ServerContext, stream: trio.SocketStream, peer: tuple[str,
         ctype = opening.type_connection
         ctx.stats.connections[ctype] += 1
         live.type = ctype
-        log_event(log, logging.DEBUG if ctype in ("query", "response") else logging.INFO, "connection accepted",
-                  type=ctype, peer=f"{peer[0]}:{peer[1]}")
+        ctx.log_connection(peer[0], logging.DEBUG if ctype in ("query", "response") else logging.INFO,
+                           "connection accepted", type=ctype, peer=f"{peer[0]}:{peer[1]}")
         async with trio.open_nursery() as nursery:
             rsa_key = None
             if ctype in HANDSHAKE_HANDLERS:
@@ -89,8 +89,9 @@ async def _serve(ctx: ServerContext, stream: trio.SocketStream, peer: tuple[str,
                     await handle_manager_command(ctx, io)
             finally:
                 nursery.cancel_scope.cancel()
-        log_event(log, logging.DEBUG if ctype in ("query", "response") else logging.INFO, "connection closed",
-                  type=ctype, peer=f"{peer[0]}:{peer[1]}", seconds=round(time.time() - opened_ts, 3))
+        ctx.log_connection(peer[0], logging.DEBUG if ctype in ("query", "response") else logging.INFO,
+                           "connection closed", type=ctype, peer=f"{peer[0]}:{peer[1]}",
+                           seconds=round(time.time() - opened_ts, 3))
     except (RemoteProtocolError, PeerGone) as exc:
         ctx.log_hostile(peer[0], "connection dropped", port=peer[1], reason=str(exc))
     except ProtocolError as exc:  # our own misuse of a machine: a bug, but one connection must not kill the server
