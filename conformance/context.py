@@ -46,6 +46,9 @@ def local_time_text(offset: float = 0.0) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + offset))
 
 
+_PROCESS_IDS = itertools.count(3000 + (os.getpid() * 7) % 20000)
+
+
 @dataclass(slots=True)
 class ServerOptions:
     """Command-line options of the server mode."""
@@ -72,8 +75,9 @@ class ServerContext:
     _ids: Any = None
 
     def __post_init__(self) -> None:
-        base = self.options.sensor_id_base or (3000 + (os.getpid() * 7) % 20000)
-        self._ids = itertools.count(base)
+        # One id sequence per process unless a base is given: several contexts (runs) against the same central
+        # must not reuse an id whose service may still be registered there (a duplicate is refused, spec §7.3).
+        self._ids = itertools.count(self.options.sensor_id_base) if self.options.sensor_id_base else _PROCESS_IDS
 
     # time -----------------------------------------------------------------------------------------------------
     def t(self, seconds: float) -> float:

@@ -18,12 +18,15 @@ _FRAME = bytes.fromhex("00112233445566778899aabb0800") + bytes.fromhex(
 
 
 def container(*, counter: int = 1, hm: int = 0, compress: PbCompression | None = PbCompression.SNAPPY,
-              confirm: bool = True, time_s: int | None = None, sensor_id: int = 0, packets: int = 3,
-              frame: bytes = _FRAME, checksum: bool = True) -> bytes:
-    """A valid container (spec §9.2) with `packets` copies of a UDP frame."""
+              confirm: bool = True, time_s: int | None = None, time_offset: int | None = None, sensor_id: int = 0,
+              packets: int = 3, frame: bytes = _FRAME, checksum: bool = True) -> bytes:
+    """A valid container (spec §9.2) with `packets` copies of a UDP frame. `time_s`: absolute, else now plus
+    `time_offset` (taken when the container is built, i.e. when the case runs), else now."""
     now = int(time.time())
+    if time_s is None:
+        time_s = now + (time_offset or 0)
     pk = [(now, i * 1000, frame) for i in range(packets)]
-    return encode_container(pk, hm=hm, counter=counter, time_s=now if time_s is None else time_s,
+    return encode_container(pk, hm=hm, counter=counter, time_s=time_s,
                             sensor_id=sensor_id, ifname="lo", require_confirmation=confirm, compress=compress,
                             checksum=checksum)
 
@@ -63,7 +66,7 @@ _ok_case("plus-lz4", "LZ4 data area → `OK` (ACK covers the header, not decompr
 _ok_case("no-checksum", "checksum 0 (none) → `OK`", ("§9.6", "§9.8"), checksum=False)
 _ok_case("time-zero", "time_s 0 skips the time check → `OK`", ("§9.8",), time_s=0)
 _ok_case("time-half-hour", "time_s off by exactly 1800 s is forgiven (mod 1800) → `OK`", ("§9.8",),
-         time_s=int(time.time()) - 1800)
+         time_offset=-1800)
 
 
 def _error_case(slug: str, title: str, sections: tuple[str, ...], build, error_id: str, **tpl: object) -> None:
