@@ -38,6 +38,7 @@ from vmproto.sensor.capture.replay import replay_file
 from vmproto.sensor.cdr.model import CdrRecord
 from vmproto.sensor.classic import ClassicCdrSink, SinkSummary, classic_mode, connect_params, load_manager_key
 from vmproto.sensor.decode import DecodeOptions, Decoder
+from vmproto.sensor.listeners import Listeners
 from vmproto.sensor.manager import CommandContext, ManagerServer
 from vmproto.sensor.remote import RemoteClient, RemoteSetupError, client_mode
 from vmproto.sensor.spool import SpoolCleaner, SpoolIndex, SpoolOptionError, SpoolOptions, SpoolWriter
@@ -46,6 +47,8 @@ from vmproto.wire.crypto import ManagerAesKey
 __all__ = ["CdrSink", "RunReport", "SensorApp", "SensorSetupError"]
 
 log = logging.getLogger("vmproto.sensor")
+
+LINKTYPE_RAW = 101  # listener records are IP packets
 
 
 class SensorSetupError(Exception):
@@ -165,6 +168,8 @@ class SensorApp:
         self.metrics_address: tuple[str, int] | None = None  # prometheus_bind, once bound
         self._capture_scope = trio.CancelScope()
         self._stay_scope: trio.CancelScope | None = None
+        self._listen_scope = trio.CancelScope()
+        self.listeners = Listeners(cfg)
         self._stop_signal = ""
 
     def _default_sinks(self) -> list[CdrSink]:
@@ -194,7 +199,7 @@ class SensorApp:
         """Run until the capture file ends or a signal stops the sensor. Raises DatabaseError / OSError /
         SensorSetupError when a service cannot start."""
         live: LiveCapture | None = None
-        if self.replay is None and self.source is None:
+        if self.replay is None and self.source is None and self._wants_live_capture():
             live = self.live = self._open_live()
         try:
             async with trio.open_nursery() as nursery:
@@ -216,7 +221,10 @@ class SensorApp:
                           manager=",".join(f"{h}:{p}" for h, p in self.manager_addrs) or "off",
                           metrics="{}:{}".format(*self.metrics_address) if self.metrics_address else "off")
                 nursery.start_soon(self._signals)
-                send, receive = trio.open_memory_channel[PacketBatch](8)
+                send, receive = trio.open_memory_channel[Any](8)
+                if self.replay is None and self.source is None and self.listeners.enabled:
+                    # HEP / IPFIX exporters push their packets to us (live mode only; a replay is its own input).
+                    nursery.start_soon(self._listen, send.clone())
                 nursery.start_soon(self._capture, send, live)
                 if self.on_started is not None:
                     self.on_started(self)
@@ -240,10 +248,26 @@ class SensorApp:
         with self._stay_scope:
             await trio.sleep_forever()
 
+    def _wants_live_capture(self) -> bool:
+        """Capture from an interface unless only listeners were asked for (`interface` unset or `--`)."""
+        interfaces = tuple(self.cfg.get("interface", ()) or ())
+        if interfaces == ("--",):
+            return False
+        return bool(interfaces) or not self.listeners.enabled
+
+    async def _listen(self, send: trio.MemorySendChannel[Any]) -> None:
+        with self._listen_scope:
+            try:
+                await self.listeners.run(send)
+            except OSError as exc:
+                self.report.capture_error = f"listener: {exc.strerror or exc}"
+                log_event(log, logging.ERROR, "listener failed", error=str(exc))
+
     def stop(self, reason: str = "stop") -> None:
         """Stop capturing; open calls are then closed as a forced stop and everything is flushed."""
         self._stop_signal = reason
         self._capture_scope.cancel()
+        self._listen_scope.cancel()
         if self._stay_scope is not None:
             self._stay_scope.cancel()
 
@@ -297,8 +321,9 @@ class SensorApp:
                     elif self.replay is not None:
                         n = await replay_file(self.replay, send)
                         log_event(log, logging.INFO, "capture file read", file=str(self.replay), packets=n)
+                    elif live is None:  # listeners only: nothing to capture, wait for the stop
+                        await trio.sleep_forever()
                     else:
-                        assert live is not None
                         raw_send, raw_receive = trio.open_memory_channel[tuple[str, PacketBatch]](8)
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(live.run, raw_send)
@@ -324,7 +349,15 @@ class SensorApp:
                         batch = await receive.receive()
                     except trio.EndOfChannel:
                         break
-                if batch is not None and mirror is not None:
+                if isinstance(batch, list):  # records from the HEP / IPFIX listeners: already decoded
+                    report.records += len(batch)
+                    if mirror is not None:
+                        mirror(PacketBatch(LINKTYPE_RAW, [r.ts_ns for r in batch], [r.ip_packet for r in batch],
+                                           [len(r.ip_packet) for r in batch]))
+                    else:
+                        for pkt in batch:
+                            feed(pkt)
+                elif batch is not None and mirror is not None:
                     mirror(batch)
                     report.packets += len(batch.frames)
                 elif batch is not None:
