@@ -18,6 +18,7 @@ import trio
 from vmproto import config, logs
 from vmproto.keylog import KeyLog
 from vmproto.sensor.app import SensorApp, SensorSetupError
+from vmproto.sensor.capture.options import Replay
 from vmproto.sensor.remote import RemoteSetupError, apply_sensor_config, client_mode, fetch_sensor_config
 from vmproto.server.db.errors import DatabaseError
 
@@ -27,7 +28,10 @@ log = logging.getLogger("vmproto.sensor")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vmproto.sensor", description="vmproto sensor")
     p.add_argument("--config-file", "-c", required=True, type=Path, help="voipmonitor.conf-style file")
-    p.add_argument("-r", dest="replay", type=Path, help="process this pcap/pcapng file instead of capturing live")
+    p.add_argument("-r", "--read-pcap", dest="replay", type=Path,
+                   help="process this pcap/pcapng file instead of capturing live")
+    p.add_argument("--pace", action="store_true",
+                   help="with -r: replay at the pace the packets were captured (default: as fast as possible)")
     p.add_argument("-v", dest="verbosity", type=int, default=0, help="verbosity (2 or more: debug)")
     p.add_argument("--keylog", type=Path, help="append session keys of C/S connections to this file (0600)")
     p.add_argument("--stay", action="store_true",
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if client_mode(cfg) and cfg.get("mysqlloadconfig", True):
             # As a reference sensor: the configuration row in the central's database overrides the file.
             apply_sensor_config(cfg, trio.run(fetch_sensor_config, cfg))
-        app = SensorApp(cfg, replay=args.replay, keylog=keylog, stay=args.stay)
+        app = SensorApp(cfg, replay=args.replay, keylog=keylog, stay=args.stay,
+                        replay_mode=Replay.PACE if args.pace else Replay.FAST)
         report = trio.run(app.run)
     except (SensorSetupError, RemoteSetupError, DatabaseError, OSError, BaseExceptionGroup) as exc:
         messages = _startup_failures(exc)

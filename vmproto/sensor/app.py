@@ -34,6 +34,7 @@ from vmproto.sensor.calls import AnalyzerConfig, CallAnalyzer
 from vmproto.sensor.capture import CaptureError, CaptureOptions
 from vmproto.sensor.capture.batch import PacketBatch
 from vmproto.sensor.capture.live import LiveCapture
+from vmproto.sensor.capture.options import Replay
 from vmproto.sensor.capture.replay import replay_file
 from vmproto.sensor.cdr.model import CdrRecord
 from vmproto.sensor.classic import ClassicCdrSink, SinkSummary, classic_mode, connect_params, load_manager_key
@@ -132,12 +133,13 @@ class SensorApp:
 
     def __init__(self, cfg: Any, *, replay: Path | None = None, sinks: list[CdrSink] | None = None,
                  on_started: Callable[[SensorApp], None] | None = None, keylog: KeyLog | None = None,
-                 stall_timeout: float = 60.0, stay: bool = False,
+                 stall_timeout: float = 60.0, stay: bool = False, replay_mode: Replay = Replay.FAST,
                  source: Callable[[trio.MemorySendChannel[PacketBatch]], Awaitable[None]] | None = None) -> None:
         self.cfg = cfg
         self.source = source
         # After a replay: keep the service (and manager port) up until a signal, e.g. to serve PCAP fetches.
         self.stay = stay
+        self.replay_mode = replay_mode
         self.stall_timeout = stall_timeout
         self.replay = replay
         # Handed to the C/S client connections (none in classic mode).
@@ -319,7 +321,7 @@ class SensorApp:
                     if self.source is not None:
                         await self.source(send)
                     elif self.replay is not None:
-                        n = await replay_file(self.replay, send)
+                        n = await replay_file(self.replay, send, self.replay_mode)
                         log_event(log, logging.INFO, "capture file read", file=str(self.replay), packets=n)
                     elif live is None:  # listeners only: nothing to capture, wait for the stop
                         await trio.sleep_forever()
