@@ -714,7 +714,8 @@ def _figures(run: BenchRun, sensors: int, connected: int, failed: int, seconds: 
         run.figure("store_ack_max_ms", ms * max(acks), "ms")
     hs = merged("handshake_s")
     if hs:
-        run.figure("handshake_p50_s", percentile(hs, 50), "s", note="service + store, during the ramp")
+        run.figure("handshake_p50_s", percentile(hs, 50), "s",
+                   note="a sensor's start to both connections up, its wait for a ramp slot included")
         run.figure("handshake_p99_s", percentile(hs, 99), "s")
     run.figure("client_cpu_s", sum(r["cpu_s"] for r in results), "s", note=f"{len(results)} client process(es)")
     run.extra.update(service_lost=dict(missed), store_lost=dict(store_lost),
