@@ -15,7 +15,8 @@ Measured: the window in which the central is busy with packetbuffer data (its /p
 20 ms), packets/s and MB/s of packet data (captured bytes) in that window, CPU seconds of each side in the window
 and over the whole process (/proc/<pid>/stat), and the limits of this machine measured in the same run:
 AES-128-CBC encryption and decryption at the container size, snappy compression and decompression of the data
-area, loopback TCP; each figure is printed with its ratio to the limits. `--quick` finishes in < 20 s.
+area, loopback TCP; each figure is printed with its ratio to the limits. `--quick` finishes in < 20 s. Common
+options (bench/_common.py): --json-only, --out; results go to bench/results/<date>-mirror.json.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import BenchRun, bench_parser  # noqa: E402
 from vmproto.sensor.capture.writer import PcapWriter  # noqa: E402
 from vmproto.testing import pcapgen as g  # noqa: E402
 from vmproto.testing.callgen import CallSpec, generate_call  # noqa: E402
@@ -386,69 +389,101 @@ def run(args: argparse.Namespace, pcap: Path, work: Path) -> dict[str, object]:
             "delivered_bytes": delivered_bytes}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small run (< 20 s)")
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__)
     parser.add_argument("--calls", type=int, default=0, help="calls in the capture (default 1000, quick 300)")
     parser.add_argument("--seconds", type=float, default=0, help="RTP seconds per call (default 30, quick 10)")
     parser.add_argument("--sink", choices=("spool", "null", "analysis"), default="spool",
                         help="central packet sink: the pb pcap spool, count only, or the central call analysis")
     parser.add_argument("--no-confirm", action="store_true", help="mirror_require_confirmation = no")
     parser.add_argument("--buffer-mb", type=int, default=256, help="sensor max_buffer_mem (MB)")
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", help="also write the flat figures to this file (the result file is --out)")
     parser.add_argument("--keep", help="work directory to keep (logs, configs, spool); default a temporary one")
     parser.add_argument("--profile", action="store_true",
                         help="run both sides under py-spy and print the top of each profile (slows them a little)")
     parser.add_argument("--central-null", metavar="CONF", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.central_null:
         return run_null_central(args.central_null)
+    if args.calls < 0 or args.seconds < 0:
+        parser.error("--calls and --seconds must be positive")
     calls = args.calls or (300 if args.quick else 1000)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
-    pcap, packets, size = capture(calls, seconds)
-    lim = limits(sample_area(pcap, 1 << 20), 0.2 if args.quick else 0.5)
-    with tempfile.TemporaryDirectory(prefix="vmproto-bench-mirror-") as tmp:
-        work = Path(args.keep) if args.keep else Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        for stale in ("pbspool", "sensor-spool"):
-            shutil.rmtree(work / stale, ignore_errors=True)
-        got = run(args, pcap, work)
-        if args.profile:
-            for side in ("sensor", "central"):
-                print(f"profile of the {side}:")
-                print("\n".join(profile_top(work / f"{side}.prof")))
-    window = got["window_s"]
-    pps = packets / window
-    mbps = size / window / MB
-    out: dict[str, object] = {
-        "capture_packets": packets, "capture_MB": round(size / MB, 1), "calls": calls, "sink": args.sink,
-        "confirmation": not args.no_confirm,
-        "delivered_packets": got["delivered_packets"],
-        "window_s": round(window, 3), "sensor_wall_s": round(got["sensor_wall_s"], 2),
-        "packets_per_s": round(pps), "packet_MBps": round(mbps, 1),
-        "sensor_cpu_window_s": round(got["sensor_cpu_window_s"], 2),
-        "central_cpu_window_s": round(got["central_cpu_window_s"], 2),
-        "sensor_cpu_share": round(got["sensor_cpu_window_s"] / window, 2),
-        "central_cpu_share": round(got["central_cpu_window_s"] / window, 2),
-        "sensor_runqueue_window_s": round(got["sensor_runqueue_s"], 2),
-        "central_runqueue_window_s": round(got["central_runqueue_s"], 2),
-        "load_average_1m": round(os.getloadavg()[0], 1),
-        "sensor_cpu_total_s": round(got["sensor_cpu_total_s"], 2),
-        "packets_per_sensor_cpu_s": round(packets / max(got["sensor_cpu_window_s"], 1e-9)),
-        "packets_per_central_cpu_s": round(packets / max(got["central_cpu_window_s"], 1e-9)),
-        **{k: round(v, 3 if k == "snappy_ratio" else 1) for k, v in lim.items()},
-        "ratio_to_aes_encrypt": round(mbps * lim["snappy_ratio"] / lim["aes_128_cbc_encrypt_MBps"], 3),
-        "ratio_to_snappy_compress": round(mbps / lim["snappy_compress_MBps"], 3),
-        "ratio_to_loopback_tcp": round(mbps * lim["snappy_ratio"] / lim["loopback_tcp_MBps"], 3),
-    }
-    for k, v in out.items():
-        print(f"{k:28} {v}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    params = {k: v for k, v in vars(args).items() if k not in ("quick", "json_only", "out", "central_null")}
+    with BenchRun("mirror", args, limits=False, params={**params, "calls": calls, "seconds": seconds}) as bench:
+        pcap, packets, size = capture(calls, seconds)
+        area = sample_area(pcap, 1 << 20)
+        bench.measure_limits(area)  # the common limits, compressors on this capture's packet data
+        lim = limits(area, 0.2 if args.quick else 0.5)
+        with tempfile.TemporaryDirectory(prefix="vmproto-bench-mirror-") as tmp:
+            work = Path(args.keep) if args.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            for stale in ("pbspool", "sensor-spool"):
+                shutil.rmtree(work / stale, ignore_errors=True)
+            got = run(args, pcap, work)
+            if args.profile:
+                for side in ("sensor", "central"):
+                    print(f"profile of the {side}:")
+                    print("\n".join(profile_top(work / f"{side}.prof")))
+        window = got["window_s"]
+        pps = packets / window
+        mbps = size / window / MB
+        out: dict[str, object] = {
+            "capture_packets": packets, "capture_MB": round(size / MB, 1), "calls": calls, "sink": args.sink,
+            "confirmation": not args.no_confirm,
+            "delivered_packets": got["delivered_packets"],
+            "window_s": round(window, 3), "sensor_wall_s": round(got["sensor_wall_s"], 2),
+            "packets_per_s": round(pps), "packet_MBps": round(mbps, 1),
+            "sensor_cpu_window_s": round(got["sensor_cpu_window_s"], 2),
+            "central_cpu_window_s": round(got["central_cpu_window_s"], 2),
+            "sensor_cpu_share": round(got["sensor_cpu_window_s"] / window, 2),
+            "central_cpu_share": round(got["central_cpu_window_s"] / window, 2),
+            "sensor_runqueue_window_s": round(got["sensor_runqueue_s"], 2),
+            "central_runqueue_window_s": round(got["central_runqueue_s"], 2),
+            "load_average_1m": round(os.getloadavg()[0], 1),
+            "sensor_cpu_total_s": round(got["sensor_cpu_total_s"], 2),
+            "packets_per_sensor_cpu_s": round(packets / max(got["sensor_cpu_window_s"], 1e-9)),
+            "packets_per_central_cpu_s": round(packets / max(got["central_cpu_window_s"], 1e-9)),
+            **{k: round(v, 3 if k == "snappy_ratio" else 1) for k, v in lim.items()},
+            "ratio_to_aes_encrypt": round(mbps * lim["snappy_ratio"] / lim["aes_128_cbc_encrypt_MBps"], 3),
+            "ratio_to_snappy_compress": round(mbps / lim["snappy_compress_MBps"], 3),
+            "ratio_to_loopback_tcp": round(mbps * lim["snappy_ratio"] / lim["loopback_tcp_MBps"], 3),
+        }
+        for k, v in out.items():
+            print(f"{k:28} {v}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        _record(bench, got, packets, size, lim)
     if got["delivered_packets"] != packets:
         print(f"ERROR: the central stored {got['delivered_packets']} of {packets} packets", file=sys.stderr)
         return 1
     return 0
+
+
+def _record(run: BenchRun, got: dict[str, Any], packets: int, size: int, lim: dict[str, float]) -> None:
+    """The figures and this script's own limits (measured through our wrappers at the container size) on `run`."""
+    window = got["window_s"]
+    mbps = size / window / MB
+    run.add_limit("aes_cbc_encrypt_container", lim["aes_128_cbc_encrypt_MBps"], "MB/s",
+                  "our AesBlockCipher on one snappy-compressed 1 MiB packet area")
+    run.add_limit("snappy_compress_ours", lim["snappy_compress_MBps"], "MB/s",
+                  "our pb_compress (snappy) on a 1 MiB packet area")
+    run.figure("packets_per_s", packets / window, "packets/s", note="goal about 700,000 (G.711)")
+    # Every captured byte is compressed by the sensor: snappy is the first ceiling of the packet data rate.
+    run.figure("packet_MBps", mbps, "MB/s", limit="snappy_compress", note="goal 150 MB/s of packet data")
+    run.figure("packet_MBps_vs_our_snappy", mbps, "MB/s", limit="snappy_compress_ours")
+    # What goes through AES and TCP is the compressed data.
+    compressed = mbps * lim["snappy_ratio"]
+    run.figure("compressed_MBps", compressed, "MB/s", limit="aes_cbc_encrypt_64KiB",
+               note=f"snappy ratio {lim['snappy_ratio']:.3f}")
+    run.figure("compressed_MBps_vs_tcp", compressed, "MB/s", limit="tcp_loopback_trio")
+    run.figure("delivered_packets", got["delivered_packets"], "packets", note=f"of {packets}")
+    run.figure("sensor_cpu_share", got["sensor_cpu_window_s"] / window, "cores")
+    run.figure("central_cpu_share", got["central_cpu_window_s"] / window, "cores")
+    run.figure("packets_per_sensor_cpu_s", packets / max(got["sensor_cpu_window_s"], 1e-9), "packets/s")
+    run.figure("packets_per_central_cpu_s", packets / max(got["central_cpu_window_s"], 1e-9), "packets/s")
+    run.figure("sensor_runqueue_s", got["sensor_runqueue_s"], "s", note="waiting for a core in the window")
+    run.figure("central_runqueue_s", got["central_runqueue_s"], "s")
 
 
 if __name__ == "__main__":
