@@ -250,6 +250,13 @@ class SensorApp:
         with self._stay_scope:
             await trio.sleep_forever()
 
+    async def _mirror_room(self) -> None:
+        # Below 30 % the reference's live back-pressure rules (no confirmation, no time) never start (spec §9.10).
+        assert self.remote is not None and self.remote.mirror is not None
+        mirror = self.remote.mirror
+        while mirror.fill > 0.25:
+            await trio.sleep(0.002)
+
     def _wants_live_capture(self) -> bool:
         """Capture from an interface unless only listeners were asked for (`interface` unset or `--`)."""
         interfaces = tuple(self.cfg.get("interface", ()) or ())
@@ -339,6 +346,8 @@ class SensorApp:
         decode = self.decoder.decode_batch
         feed = self.analyzer.feed
         report = self.report
+        # A file replay waits for the mirror buffer instead of dropping: nothing is lost by reading slower.
+        replaying = self.replay is not None or self.source is not None
         # A mirroring sensor ships raw packets and leaves the analysis to the central (spec §9).
         mirror = self.remote.add_batch if self.remote is not None and self.remote.mirror is not None else None
         tick = self.spool.max_delay
@@ -360,6 +369,8 @@ class SensorApp:
                         for pkt in batch:
                             feed(pkt)
                 elif batch is not None and mirror is not None:
+                    if replaying:
+                        await self._mirror_room()
                     mirror(batch)
                     report.packets += len(batch.frames)
                 elif batch is not None:
