@@ -91,6 +91,12 @@ class MariaDBConfig:
     def db_dir(self) -> Path:
         return self.datadir / "data"
 
+    @property
+    def tmp_dir(self) -> Path:
+        """Private temporary directory: instances installing or running at the same time must not share /tmp
+        (two concurrent installs collided on a temporary table there)."""
+        return self.datadir / "tmp"
+
 
 def find_binary(*names: str) -> str:
     """Return the path of the first of `names` found on PATH, /usr/sbin or /usr/bin.
@@ -123,10 +129,12 @@ def install_datadir(config: MariaDBConfig) -> bool:
     if (config.db_dir / "mysql").is_dir():
         return False
     config.datadir.mkdir(parents=True, exist_ok=True)
+    config.tmp_dir.mkdir(exist_ok=True)
     cmd = [
         find_binary("mariadb-install-db", "mysql_install_db"),
         "--no-defaults",
         f"--datadir={config.db_dir}",
+        f"--tmpdir={config.tmp_dir}",
         "--auth-root-authentication-method=socket",
         "--skip-test-db",
         "--skip-name-resolve",
@@ -142,11 +150,13 @@ def install_datadir(config: MariaDBConfig) -> bool:
 
 
 def server_command(config: MariaDBConfig) -> list[str]:
-    """Return the mariadbd command line for `config`."""
+    """Return the mariadbd command line for `config` (creating its private tmp directory when missing)."""
+    config.tmp_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         find_binary("mariadbd", "mysqld"),
         "--no-defaults",
         f"--datadir={config.db_dir}",
+        f"--tmpdir={config.tmp_dir}",
         f"--socket={config.socket_path}",
         f"--pid-file={config.pid_file}",
         f"--log-error={config.error_log}",
