@@ -8,6 +8,8 @@ Column order matters only for `SELECT *` results (sensor_config) and for readabi
 
 from __future__ import annotations
 
+import dataclasses
+
 from .model import Column, Index, Partitioning, PartitionPeriod, Table
 
 __all__ = ["REFERENCE_TABLES", "STORE_APPLIED_TABLE", "TABLES", "table"]
@@ -580,60 +582,6 @@ REFERENCE_TABLES: tuple[Table, ...] = (
     ),
     Table(
         "cdr_stat_values",
-        columns=(
-            Column("from_time", "datetime"),
-            Column("addr", "int(10) unsigned", nullable=False),
-            Column("sensor_id", "int(11)"),
-            Column("created_at", "datetime"),
-            Column("updated_at", "datetime"),
-            Column("updated_counter", "smallint(5) unsigned"),
-            Column("count_all", "int(10) unsigned"),
-            Column("count_connected", "int(10) unsigned"),
-            Column("count_lsr_3", "int(10) unsigned"),
-            Column("count_lsr_4", "int(10) unsigned"),
-            Column("count_lsr_5", "int(10) unsigned"),
-            Column("count_lsr_6", "int(10) unsigned"),
-            Column("cc_avg", "int(10) unsigned"),
-            Column("cc_min", "int(10) unsigned"),
-            Column("cc_max", "int(10) unsigned"),
-            Column("cps_avg", "int(10) unsigned"),
-            Column("cps_min", "int(10) unsigned"),
-            Column("cps_max", "int(10) unsigned"),
-            Column("minutes", "double"),
-            Column("asr", "double"),
-            Column("acd", "double"),
-            Column("ner", "double"),
-            Column("seer", "double"),
-            Column("mos_avg", "double"),
-            Column("mos_perc95", "double"),
-            Column("mos_perc99", "double"),
-            Column("packet_loss_avg", "double"),
-            Column("packet_loss_perc95", "double"),
-            Column("packet_loss_perc99", "double"),
-            Column("jitter_avg", "double"),
-            Column("jitter_perc95", "double"),
-            Column("jitter_perc99", "double"),
-            Column("delay_avg", "double"),
-            Column("delay_perc95", "double"),
-            Column("delay_perc99", "double"),
-            Column("price_customer", "double"),
-            Column("price_operator", "double"),
-            Column("cc_source_data", "mediumtext"),
-            Column("cps_source_data", "mediumtext"),
-            Column("asr_source_data", "mediumtext"),
-            Column("acd_source_data", "mediumtext"),
-            Column("ner_source_data", "mediumtext"),
-            Column("seer_source_data", "mediumtext"),
-            Column("mos_source_data", "mediumtext"),
-            Column("packet_loss_source_data", "mediumtext"),
-            Column("jitter_source_data", "mediumtext"),
-            Column("delay_source_data", "mediumtext"),
-        ),
-        indexes=(Index("comb_1", ("from_time", "addr", "sensor_id", "created_at"), unique=True),),
-        partitioning=Partitioning("from_time", PartitionPeriod.MONTHLY),
-    ),
-    Table(
-        "cdr_stat_values_dst",
         columns=(
             Column("from_time", "datetime"),
             Column("addr", "int(10) unsigned", nullable=False),
@@ -1263,6 +1211,16 @@ REFERENCE_TABLES: tuple[Table, ...] = (
 # vmproto's own: digests of applied store messages, written in the same transaction as the message's SQL
 # so that a message resent after a lost ack is applied once (spec §8). Rows older than the retention
 # are pruned by maintenance.prune_applied_digests.
+def _renamed(name: str, like: str) -> Table:
+    """A reference table whose layout equals another's (the reference creates them alike)."""
+    base = next(t for t in REFERENCE_TABLES if t.name == like)
+    return dataclasses.replace(base, name=name)
+
+
+# cdr_stat_values_dst: the destination-address twin of cdr_stat_values, same columns, keys and partitioning.
+REFERENCE_TABLES = tuple(sorted((*REFERENCE_TABLES, _renamed("cdr_stat_values_dst", "cdr_stat_values")),
+                                key=lambda t: t.name))
+
 STORE_APPLIED_TABLE = Table(
     "vmproto_store_applied",
     columns=(
