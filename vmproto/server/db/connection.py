@@ -203,10 +203,18 @@ class Connection:
         `privilege` names what the statement needs, for the error message if it is missing.
         Raises SqlError, PrivilegeError or ConnectionLostError (then the session is broken).
         """
-        if self._conn is None or self.broken:
-            raise ConnectionLostError("connection is closed")
         if isinstance(sql, str):
             sql = sql.encode("utf-8", "surrogateescape")
+        results, error = await self._run(sql, privilege)
+        if error is not None:
+            raise error
+        return results
+
+    async def _run(self, sql: bytes, privilege: str | None) -> tuple[list[ResultSet], SqlError | PrivilegeError | None]:
+        """Send `sql` and read every result set. A statement the server refused comes back as the error (the
+        protocol drained, the session usable); a lost session raises ConnectionLostError (session broken)."""
+        if self._conn is None or self.broken:
+            raise ConnectionLostError("connection is closed")
         cursor = self._conn.cursor()
         results: list[ResultSet] = []
         try:
@@ -224,10 +232,15 @@ class Connection:
                                     privilege=privilege)
             if isinstance(error, ConnectionLostError):
                 self._break()
-            else:
-                await self._drain(cursor)
-            raise error from exc
-        return results
+                raise error from exc
+            # The server stops at the failed statement, but the error packet may still say more results follow.
+            await self._drain(cursor)
+            if self.broken:
+                raise ConnectionLostError("session unusable after a failed statement", 2013) from exc
+            assert isinstance(error, SqlError | PrivilegeError)
+            error.__cause__ = exc
+            return results, error
+        return results, None
 
     async def execute(self, sql: str | bytes, *, privilege: str | None = None) -> ResultSet:
         """Run one statement and return its (last) result set. Errors as for execute_all."""
@@ -243,31 +256,8 @@ class Connection:
         """
         if not self.multi_statements:
             raise ValueError("execute_batch needs multi-statement mode (set_multi_statements(True))")
-        if self._conn is None or self.broken:
-            raise ConnectionLostError("connection is closed")
-        cursor = self._conn.cursor()
-        results: list[ResultSet] = []
-        try:
-            await cursor.execute(sql)
-            while True:
-                results.append(await _result_of(cursor))
-                if not await cursor.nextset():
-                    break
-        except trio.Cancelled:
-            self._break()
-            raise
-        except (mysql_err.MySQLError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            error = translate_error(exc, user=self.params.user, database=self.params.database)
-            if isinstance(error, ConnectionLostError):
-                self._break()
-                raise error from exc
-            # The server stops at the failed statement, but the error packet may still say more results follow.
-            await self._drain(cursor)
-            if self.broken:
-                raise ConnectionLostError("session unusable after a failed batch", 2013) from exc
-            assert isinstance(error, SqlError | PrivilegeError)
-            return BatchResult(results, error)
-        return BatchResult(results)
+        results, error = await self._run(sql, None)
+        return BatchResult(results, error)
 
     async def set_multi_statements(self, on: bool) -> None:
         """Switch multi-statement mode of this session (COM_SET_OPTION); no round trip when already so.
