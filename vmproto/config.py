@@ -221,6 +221,20 @@ OPTIONS: tuple[Option, ...] = (
     _opt("ipfix", False, parse_yesno),
     _opt("ipfix_bind_ip", "0.0.0.0"),
     _opt("ipfix_bind_port", 4739, parse_int),
+    # call analysis: when calls close (vmproto.sensor.calls.timers; seconds unless said)
+    _opt("rtptimeout", 300, parse_int),
+    _opt("sipwithoutrtptimeout", 3600, parse_int),
+    _opt("absolute_timeout", 4 * 3600, parse_int),
+    _opt("bye_timeout", 20 * 60, parse_int),
+    _opt("bye_confirmed_timeout", 10 * 60, parse_int),
+    _opt("response_default_timeout", 5, parse_int),
+    _opt("redirect_response_300_timeout", 5 * 60, parse_int),
+    # no = 0, yes = 1, quick = 2 (the reference's quick_save_cdr)
+    _opt("quick_save_cdr", 0, lambda v: 2 if v.strip().lower() == "quick" else int(parse_yesno(v))),
+    _opt("ignore_rtp_after_bye_confirmed", True, parse_yesno),
+    _opt("ignore_rtp_after_auth_failed", True, parse_yesno),
+    _opt("ignore_duration_after_bye_confirmed", True, parse_yesno),
+    _opt("cleanup_calls_period", None, parse_int),  # None: the analyzer's default (10 s, 1 s with quick_save_cdr)
     # spool and manager (issue 5)
     _opt("spooldir", "/var/spool/voipmonitor"),
     _opt("savesip", False, parse_yesno),

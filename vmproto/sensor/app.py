@@ -31,6 +31,7 @@ from vmproto.logs import log_event
 from vmproto.metrics import MetricsStartError, SensorCollector, sensor_status, start_endpoint
 from vmproto.metrics.sensor import sensor_mode
 from vmproto.sensor.calls import AnalyzerConfig, CallAnalyzer
+from vmproto.sensor.calls.errors import AnalyzerConfigError
 from vmproto.sensor.capture import CaptureError, CaptureOptions
 from vmproto.sensor.capture.batch import PacketBatch
 from vmproto.sensor.capture.live import LiveCapture
@@ -101,11 +102,23 @@ def decode_options(cfg: Any) -> DecodeOptions:
     )
 
 
+# Analysis options that carry the reference's names (AnalyzerConfig fields of the same name).
+_ANALYZER_OPTIONS = ("rtptimeout", "sipwithoutrtptimeout", "absolute_timeout", "bye_timeout", "bye_confirmed_timeout",
+                     "response_default_timeout", "redirect_response_300_timeout", "quick_save_cdr",
+                     "ignore_rtp_after_bye_confirmed", "ignore_rtp_after_auth_failed",
+                     "ignore_duration_after_bye_confirmed", "cleanup_calls_period")
+
+
 def analyzer_config(cfg: Any) -> AnalyzerConfig:
-    """Call-analysis options from the configuration (`sipport`, `ipv6`, `id_sensor`)."""
+    """Call-analysis options from the configuration (`sipport`, `ipv6`, `id_sensor`, the call timers).
+    Raises SensorSetupError naming an option with an unusable value."""
     id_sensor = int(cfg.get("id_sensor", -1))
-    return AnalyzerConfig(sip_ports=frozenset(cfg.get("sipport", (5060,))), ipv6=bool(cfg.get("ipv6", False)),
-                          id_sensor=id_sensor if id_sensor >= 0 else None)
+    timers = {name: cfg.get(name) for name in _ANALYZER_OPTIONS if cfg.get(name) is not None}
+    try:
+        return AnalyzerConfig(sip_ports=frozenset(cfg.get("sipport", (5060,))), ipv6=bool(cfg.get("ipv6", False)),
+                              id_sensor=id_sensor if id_sensor >= 0 else None, **timers)
+    except AnalyzerConfigError as exc:
+        raise SensorSetupError(str(exc)) from None
 
 
 def manager_key_from_config(cfg: Any) -> ManagerAesKey | None:
