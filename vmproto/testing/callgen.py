@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from vmproto.testing.pcapgen import checksum
+
 __all__ = ["CallSpec", "GenPacket", "GeneratedCall", "generate_call", "CODECS"]
 
 #: codec name -> (payload type, rtpmap text, payload bytes per 20 ms)
@@ -79,20 +81,11 @@ class GeneratedCall:
     reordered: dict[str, int] = field(default_factory=dict)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def _udp_packet(ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ttl: int,
                 ident: int) -> GenPacket:
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident & 0xFFFF, 0, ttl, 17, 0, src, dst)
-    hdr = hdr[:10] + struct.pack("!H", _checksum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     return GenPacket(ts_ns, 4, src, dst, 17, sport, dport, payload, ttl, hdr + udp, 0, 0, -1, "")
 
 
