@@ -57,7 +57,7 @@ def _sensor(tmp_path: Path, port: int, id_sensor: int, pcap: Path, mirror: bool)
     conf = tmp_path / f"sensor{id_sensor}.conf"
     conf.write_text(
         f"server_destination = 127.0.0.1\nserver_destination_port = {port}\nserver_password = {PASSWORD}\n"
-        f"id_sensor = {id_sensor}\nspooldir = {tmp_path / f'spool{id_sensor}'}\nmanagerport = 0\n"
+        f"id_sensor = {id_sensor}\nspooldir = {tmp_path / f'spool{id_sensor}'}\nmanagerport = 0\nsavesip = yes\n"
         f"packetbuffer_sender = {'yes' if mirror else 'no'}\n")
     return subprocess.run([sys.executable, "-m", "vmproto.sensor", "--config-file", str(conf), "-r", str(pcap)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
@@ -72,8 +72,10 @@ async def _rows(conn: Connection, id_sensor: int) -> list[tuple]:
 @pytest.mark.slow
 async def test_mirrored_and_local_processing_give_the_same_cdrs(mariadb, tmp_path, nursery):
     database = f"vmp_modes_{uuid.uuid4().hex[:10]}"
-    # No raw spool, central analysis on (the default): mirrored packets become CDRs on the central.
-    server = Server(server_config(mariadb, database), key_factory=cached_key)
+    # No raw spool, central analysis on (the default): mirrored packets become CDRs on the central, and with savesip
+    # per-call SIP PCAPs in the central's spool, as a sensor keeps them.
+    central_spool = tmp_path / "central-spool"
+    server = Server(server_config(mariadb, database, spooldir=str(central_spool), savesip=True), key_factory=cached_key)
     await nursery.start(server.run)
     port = server.addresses[0][1]
     admin = await Connection.open(ConnectParams(database=database, user=mariadb.user,
@@ -99,6 +101,16 @@ async def test_mirrored_and_local_processing_give_the_same_cdrs(mariadb, tmp_pat
                 while len(await _rows(admin, mirror_id)) < len(local):
                     await trio.sleep(0.5)
             assert await _rows(admin, mirror_id) == local, pcap.name
+        server.request_shutdown()  # closes the central's spool files
+        with trio.fail_after(60):
+            await server.stopped.wait()
+        central_files = {p.name: p.read_bytes() for p in central_spool.rglob("SIP/*.pcap")}
+        assert central_files, "the central kept no per-call PCAP of the mirrored calls"
+        for pcap, local_id, _mirror_id in runs:
+            local_files = {p.name: p.read_bytes() for p in (tmp_path / f"spool{local_id}").rglob("SIP/*.pcap")}
+            assert local_files, pcap.name
+            for name, data in local_files.items():  # the same call's SIP PCAP, written by the central
+                assert central_files.get(name) == data, (pcap.name, name)
     finally:
         server.request_shutdown()
         await admin.execute(f"DROP DATABASE IF EXISTS `{database}`")

@@ -34,6 +34,7 @@ from vmproto.keylog import KeyLog
 from vmproto.logs import log_event
 from vmproto.metrics import MetricsStartError, ServerCollector, server_status, start_endpoint
 from vmproto.sensor.app import analyzer_config, decode_options
+from vmproto.sensor.spool import SpoolCleaner, SpoolIndex, SpoolOptionError, SpoolOptions, SpoolWriter
 from vmproto.server.db.connection import Connection, ConnectParams, Pool, quote_identifier
 from vmproto.server.db.errors import ConnectionLostError, DatabaseError, PrivilegeError, SqlError
 from vmproto.server.db.schema import ensure_partitions, ensure_schema
@@ -74,6 +75,7 @@ class Server:
         self._key_factory = key_factory
         self._sink = sink
         self._shutdown = trio.Event()
+        self.stopped = trio.Event()  # set when run() has released everything (spools closed, database stopped)
         self.ctx: ServerContext | None = None
         self.addresses: list[tuple[str, int]] = []
         self.metrics_address: tuple[str, int] | None = None  # prometheus_bind, once bound
@@ -103,6 +105,7 @@ class Server:
         finally:
             if keylog is not None:
                 keylog.close()
+            self.stopped.set()
         log_event(log, logging.INFO, "server stopped", uptime=round(time.time() - self.stats.started_at, 1))
 
     # --- start-up --------------------------------------------------------------------------------------------
@@ -258,12 +261,31 @@ class Server:
                 decode_options=decode_options(cfg),
                 analyzer_config=lambda id_sensor: dataclasses.replace(
                     base, id_sensor=id_sensor if id_sensor >= 0 else None),
+                spool=await self._call_spool(nursery),
             )
             await nursery.start(analysis.run_sweeper)
             sinks.append(analysis)
         if cfg.get("server_pb_spool", ""):
             sinks.append(PcapSpool(Path(str(cfg.get("server_pb_spool")))))
         return FanOut(sinks)
+
+    async def _call_spool(self, nursery: trio.Nursery) -> SpoolWriter | None:
+        """The central's per-call PCAP spool for mirrored calls (savesip / savertp, spooldir, the maxpool* limits),
+        as a sensor keeps for the calls it sniffs; None when nothing is to be saved."""
+        try:
+            opts = SpoolOptions.from_config(self.cfg)
+        except SpoolOptionError as exc:
+            raise ServerStartError(str(exc)) from exc
+        if not opts.enabled:
+            return None
+        index = SpoolIndex()
+        spool = SpoolWriter(opts, index)
+        await nursery.start(spool.run)
+        if opts.cleanspool:
+            cleaner = SpoolCleaner(opts.spooldirs, index, opts.limits, interval=opts.cleanspool_interval,
+                                   busy_units=spool.busy_units)
+            await nursery.start(cleaner.run)
+        return spool
 
     async def _begin_shutdown(self, ctx: ServerContext, listen_scope: trio.CancelScope,
                               connections: trio.Nursery) -> None:

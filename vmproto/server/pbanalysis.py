@@ -46,6 +46,9 @@ class _Pipeline:
     # One container at a time per sensor (the analysis is stateful); different sensors run in parallel threads.
     lock: trio.Lock = field(default_factory=trio.Lock)
     closed: list[CdrRecord] = field(default_factory=list)
+    # Spool events recorded in the analysis thread, replayed in order into the spool writer by the Trio thread:
+    # (call, pkt, kind) for a packet, (call, None, "") when the call closed.
+    spooled: list[tuple[Any, Any, str]] = field(default_factory=list)
     last_ts_ns: int = 0  # newest packet time seen
     last_wall: float = 0.0  # wall clock when that packet arrived
     packets: int = 0
@@ -60,13 +63,13 @@ class CentralAnalysis:
     """
 
     def __init__(self, submit: Callable[[StoreMessage], Any], *, decode_options: DecodeOptions | None = None,
-                 analyzer_config: Callable[[int], AnalyzerConfig] | None = None,
-                 on_call_packet: Callable[[SensorIdentity, Any, Any, str], None] | None = None,
+                 analyzer_config: Callable[[int], AnalyzerConfig] | None = None, spool: Any = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._submit = submit
+        # The central's per-call PCAP spool (vmproto.sensor.spool.SpoolWriter) when savesip/savertp ask for one.
+        self.spool = spool
         self._decode_options = decode_options or DecodeOptions()
         self._analyzer_config = analyzer_config or (lambda id_sensor: AnalyzerConfig(id_sensor=id_sensor))
-        self._on_call_packet = on_call_packet
         self._clock = clock
         self._pipelines: dict[str, _Pipeline] = {}
         self.packets = 0
@@ -79,18 +82,18 @@ class CentralAnalysis:
             id_sensor = sensor.sensor_id if sensor.sensor_id > 0 else -1
             holder: list[_Pipeline] = []
 
+            spooling = self.spool is not None
+
             def closed(call: Any, cdr: CdrRecord) -> None:
                 holder[0].closed.append(cdr)
+                if spooling:
+                    holder[0].spooled.append((call, None, ""))
 
-            packet_hook = None
-            if self._on_call_packet is not None:
-                hook = self._on_call_packet
+            def packet_hook(call: Any, pkt: Any, kind: str) -> None:
+                holder[0].spooled.append((call, pkt, kind))
 
-                def packet_hook(call: Any, pkt: Any, kind: str) -> None:
-                    hook(sensor, call, pkt, kind)
-
-            analyzer = CallAnalyzer(self._analyzer_config(id_sensor), on_call_packet=packet_hook,
-                                    on_call_closed=closed)
+            analyzer = CallAnalyzer(self._analyzer_config(id_sensor),
+                                    on_call_packet=packet_hook if spooling else None, on_call_closed=closed)
             pipe = _Pipeline(sensor, Decoder(self._decode_options), analyzer)
             holder.append(pipe)
             self._pipelines[sensor.label] = pipe
@@ -134,6 +137,14 @@ class CentralAnalysis:
         return {label: (p.packets, p.analyzer.open_calls, p.cdrs) for label, p in self._pipelines.items()}
 
     async def _write(self, pipe: _Pipeline) -> None:
+        if pipe.spooled:
+            events, pipe.spooled = pipe.spooled, []
+            for call, pkt, kind in events:
+                if pkt is None:
+                    self.spool.on_call_closed(call)
+                else:
+                    self.spool.on_packet(call, pkt, kind)
+            await self.spool.maybe_flush()
         while pipe.closed:
             cdr = pipe.closed.pop(0)
             message = StoreMessage(id_sensor=_scope(pipe.sensor), id_main=ID_MAIN_CDR,
@@ -171,6 +182,9 @@ class CentralAnalysis:
                 pipe.analyzer.terminate()
                 with trio.CancelScope(shield=True):
                     await self._write(pipe)
+        if self.spool is not None:
+            with trio.CancelScope(shield=True):
+                await self.spool.aclose()
 
 
 def _scope(sensor: SensorIdentity) -> int:
